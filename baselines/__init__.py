@@ -1,0 +1,1 @@
+"""Baseline methods, each a thin subclass of selfsup_clusters.method.Method."""

@@ -1,0 +1,3 @@
+"""selfsup-clusters: self-supervised representation learning from clusters."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,4 @@
+from selfsup_clusters.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

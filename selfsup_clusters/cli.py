@@ -1,0 +1,80 @@
+"""`selfsup-clusters` command line: sub-commands train (eval, compare, clusters, bench follow)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from selfsup_clusters.errors import UserError
+
+# Flags that are shorthands for config keys.
+TRAIN_FLAGS = {
+    "method": ("method", str),
+    "dataset": ("data.name", str),
+    "data_root": ("data.root", str),
+    "backbone": ("model.backbone", str),
+    "epochs": ("epochs", int),
+    "batch_size": ("batch_size", int),
+    "subset": ("data.subset", int),
+    "seed": ("seed", int),
+    "out": ("out", str),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="selfsup-clusters", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train one method; key=value overrides any config field")
+    train.add_argument("--config", help="YAML config (default: configs/fashion_mnist.yaml)")
+    train.add_argument("--method", help="simclr, ... (see the README)")
+    train.add_argument("--dataset", help="dataset name (default fashion-mnist)")
+    train.add_argument("--data-root", help="folder holding the dataset files")
+    train.add_argument("--download", action="store_true", help="download the dataset if it is missing")
+    train.add_argument("--backbone", help="timm model name (default resnet18)")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--subset", type=int, help="train on the first N training images")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--out", help="run folder (default runs/<method>-<timestamp>)")
+    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from checkpoints/last.pt")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=0.3 model.stem=small")
+    return parser
+
+
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    overrides = [f"{key}={getattr(args, flag)}" for flag, (key, _) in TRAIN_FLAGS.items()
+                 if getattr(args, flag) is not None]
+    if args.download:
+        overrides.append("data.download=true")
+    return list(args.overrides) + overrides  # a named flag wins over a key=value for the same field
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from selfsup_clusters.config import load_config
+    from selfsup_clusters.trainer import train
+
+    overrides = config_overrides(args)
+    if args.resume:
+        if overrides or args.config:
+            raise UserError("--resume continues the saved run exactly; drop the other options "
+                            f"({' '.join(overrides) or '--config'})")
+        final = train(load_config(), resume=args.resume)
+    else:
+        final = train(load_config(args.config, overrides))
+    summary = {k: final[k] for k in ("knn_top1", "knn_k", "knn_t", "loss", "images_per_s", "train_time_s")
+               if k in final}
+    print(f"done: {final['out_dir']}  " + json.dumps(summary))
+    return 0
+
+
+COMMANDS = {"train": cmd_train}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"selfsup-clusters: error: {e}", file=sys.stderr)
+        return 2

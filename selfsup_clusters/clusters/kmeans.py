@@ -1,0 +1,150 @@
+"""Spherical k-means with FAISS, plus PCL's per-cluster concentration.
+
+Follows facebookresearch/PCL main_pcl.py `run_kmeans`, with FAISS's
+`spherical=True` (centroids re-normalised every iteration) because the
+features it clusters are L2-normalised anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .assignments import Assignments, ClusterError
+
+logger = logging.getLogger(__name__)
+
+USE_GPU_CHOICES = ("auto", "cpu", "gpu")
+
+
+@dataclass
+class KMeansOptions:
+    """FAISS k-means settings.
+
+    niter: Lloyd iterations per run. nredo: runs per K (random restarts, best
+    objective kept). seed: base seed; clustering i of a list of Ks uses seed + i.
+    min_points_per_centroid: below this many samples per cluster we warn once.
+    temperature: mean of PCL's concentration phi. use_gpu: "auto" (GPU when
+    faiss-gpu sees one), "cpu", or "gpu" (fail if there is none).
+    """
+
+    niter: int = 20
+    nredo: int = 1
+    seed: int = 0
+    min_points_per_centroid: int = 10
+    temperature: float = 0.2
+    use_gpu: str = "auto"
+
+
+def run_kmeans(
+    features: torch.Tensor, ks: list[int], options: KMeansOptions | None = None, *, warn: bool = True
+) -> Assignments:
+    """Cluster (N, d) features once per K in `ks`.
+
+    Features are L2-normalised float32 before clustering. Returns ids (N,),
+    L2-normalised centroids (K, d) and PCL's concentration (K,) per K, all on
+    the CPU. `warn=False` silences the too-few-samples warning (a source that
+    re-clusters every epoch warns only on its first call).
+    """
+    options = options or KMeansOptions()
+    import faiss  # imported here so the rest of the package works without FAISS
+
+    points = _prepare_features(features)
+    num_samples = points.shape[0]
+    too_large = [k for k in ks if k > num_samples]
+    if too_large or not ks or min(ks) < 1:
+        raise ClusterError(
+            f"k-means needs 1 <= K <= N: got K={','.join(map(str, ks))} for N={num_samples} samples; "
+            f"use K <= {num_samples}"
+        )
+    crowded = [k for k in ks if num_samples < options.min_points_per_centroid * k]
+    if warn and crowded:
+        logger.warning(
+            "k-means: N=%d samples is fewer than min_points_per_centroid=%d per cluster for K=%s; "
+            "clusters will be noisy (use a smaller K or more data)",
+            num_samples,
+            options.min_points_per_centroid,
+            ",".join(map(str, crowded)),
+        )
+    num_gpus = _faiss_gpus(faiss, options.use_gpu)
+    logger.info("k-means: FAISS on %s", f"{num_gpus} GPU(s)" if num_gpus else "CPU")
+
+    ids, centroids, concentration = [], [], []
+    for offset, k in enumerate(ks):
+        kmeans = faiss.Kmeans(
+            points.shape[1],
+            k,
+            niter=options.niter,
+            nredo=options.nredo,
+            seed=options.seed + offset,
+            spherical=True,
+            # We warn ourselves (once); min=1 keeps FAISS's own stderr warning quiet.
+            min_points_per_centroid=1,
+            # FAISS silently subsamples above k * max_points; never let it.
+            max_points_per_centroid=num_samples,
+            verbose=False,
+            gpu=num_gpus if num_gpus else False,
+        )
+        kmeans.train(points)
+        # Spherical FAISS k-means searches by inner product; for unit vectors
+        # the squared L2 distance PCL uses is 2 - 2 * cosine.
+        cosine, nearest = kmeans.assign(points)
+        squared_distance = np.clip(2.0 - 2.0 * cosine, 0.0, None)
+        ids.append(torch.from_numpy(nearest.astype(np.int64)))
+        centroids.append(torch.nn.functional.normalize(torch.from_numpy(kmeans.centroids.copy()), dim=1))
+        concentration.append(
+            torch.from_numpy(pcl_concentration(squared_distance, nearest, k, options.temperature))
+        )
+    return Assignments(ids=ids, centroids=centroids, concentration=concentration)
+
+
+def pcl_concentration(
+    squared_distance: np.ndarray, ids: np.ndarray, num_clusters: int, temperature: float
+) -> np.ndarray:
+    """PCL's concentration phi per cluster, as float32 of shape (K,).
+
+    For a cluster c with members' squared distances D_i to its centroid and
+    size Z = |c| > 1:
+
+        phi_c = mean_i(sqrt(D_i)) / log(Z + 10)
+
+    Clusters with Z <= 1 get the largest phi of the others (1.0 if none has
+    two members). Then phi is clipped to its [10th, 90th] percentile and
+    scaled so its mean is `temperature`: phi = temperature * phi / mean(phi).
+    """
+    distance = np.sqrt(np.asarray(squared_distance, dtype=np.float64))
+    ids = np.asarray(ids, dtype=np.int64)
+    sizes = np.bincount(ids, minlength=num_clusters)
+    sums = np.bincount(ids, weights=distance, minlength=num_clusters)
+    phi = np.zeros(num_clusters, dtype=np.float64)
+    populated = sizes > 1
+    phi[populated] = sums[populated] / sizes[populated] / np.log(sizes[populated] + 10)
+    phi[~populated] = phi[populated].max() if populated.any() else 1.0
+    phi = np.clip(phi, np.percentile(phi, 10), np.percentile(phi, 90))
+    if phi.mean() <= 0:  # every point sits on its centroid: no spread to compare
+        phi = np.ones_like(phi)
+    return (temperature * phi / phi.mean()).astype(np.float32)
+
+
+def _prepare_features(features: torch.Tensor) -> np.ndarray:
+    if not isinstance(features, torch.Tensor) or features.ndim != 2:
+        raise ClusterError("k-means needs features as an (N, d) tensor (e.g. the memory bank)")
+    points = features.detach().float().cpu()
+    if not torch.isfinite(points).all():
+        raise ClusterError(
+            "features contain NaN or inf (training diverged?); lower the learning rate or resume"
+        )
+    points = torch.nn.functional.normalize(points, dim=1)
+    return np.ascontiguousarray(points.numpy(), dtype=np.float32)
+
+
+def _faiss_gpus(faiss, use_gpu: str) -> int:
+    if use_gpu not in USE_GPU_CHOICES:
+        raise ClusterError(f"kmeans use_gpu={use_gpu!r}; use one of {', '.join(USE_GPU_CHOICES)}")
+    available = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if use_gpu == "gpu" and available == 0:
+        raise ClusterError("kmeans use_gpu='gpu' but FAISS sees no GPU; install faiss-gpu or use 'auto'")
+    return 0 if use_gpu == "cpu" else available

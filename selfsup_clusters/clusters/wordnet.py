@@ -1,0 +1,183 @@
+"""WordNet 3.0 noun hierarchy, read straight from `data.noun` (wndb(5) format).
+
+Why not NLTK: Debian's wordnet-base lacks the `lexnames` file NLTK opens, and
+the format is simple. A data.noun line is
+
+    offset lex_filenum ss_type w_cnt [word lex_id]*w_cnt p_cnt
+    [pointer_symbol offset pos source/target]*p_cnt | gloss
+
+with w_cnt in hex and p_cnt in decimal. The offset is the line's byte offset
+in the file, so a synset is read by slicing the file at its offset: only the
+synsets a dataset needs are ever parsed. Hypernyms are `@` pointers, instance
+hypernyms `@i`; both are followed.
+
+Depth and ancestors (the rule a table of results should quote):
+a synset's path is its shortest hypernym path from the root `entity`
+(00001740, depth 1) down to the synset; when several shortest paths exist,
+the one whose sequence of offsets, read from the root, is lexicographically
+smallest wins. The ancestor at depth L is the L-th synset on that path; a
+class shallower than L keeps its own synset. Every prefix of a chosen path is
+the chosen path of its last synset, so the levels are nested: each cluster
+at depth L + 1 lies inside one cluster at depth L.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from .assignments import ClusterError
+
+DEFAULT_WORDNET_DIR = "/usr/share/wordnet"
+ENTITY = 1740  # 00001740 'entity', the root of every noun path
+HYPERNYM_POINTERS = ("@", "@i")
+WNID_PATTERN = re.compile(r"^n(\d{8})$")
+
+# Fashion-MNIST class -> WordNet 3.0 noun synset offset, checked against
+# Debian's data.noun (lemmas in the comments). The shortest paths give
+# 1 cluster at depth 5 (artifact), 2 at depth 6 (covering, instrumentality),
+# 3 at depth 7 (clothing, footwear, container), 5 at depth 8 (garment,
+# woman's_clothing, shoe, boot, bag), 9 at depth 9 (T-shirt and shirt still
+# share 'shirt') and the ten classes at depth 10.
+# 'boot' is used for "Ankle boot": WordNet has no ankle-boot sense, and its
+# boot hyponyms (buskin, cowboy_boot, riding_boot, ...) are narrower than the
+# class. 'bag' is the container sense (02773037), which covers the handbags,
+# totes and backpacks in the class.
+FASHION_MNIST_SYNSETS: dict[str, int] = {
+    "t-shirt/top": 3595614,  # jersey, T-shirt, tee_shirt (-> shirt)
+    "trouser": 4489008,  # trouser, pant
+    "pullover": 4021028,  # pullover, slipover (-> sweater)
+    "dress": 3236735,  # dress, frock
+    "coat": 3057021,  # coat (-> overgarment)
+    "sandal": 4133789,  # sandal (-> shoe)
+    "shirt": 4197391,  # shirt
+    "sneaker": 3472535,  # gym_shoe, sneaker, tennis_shoe (-> shoe)
+    "bag": 2773037,  # bag (-> container)
+    "ankle boot": 2872752,  # boot (-> footwear)
+}
+
+
+@dataclass(frozen=True)
+class Synset:
+    offset: int
+    lemmas: tuple[str, ...]
+    hypernyms: tuple[int, ...]
+
+
+class WordNet:
+    """Lazy reader of one data.noun file; synsets and paths are memoised."""
+
+    def __init__(self, data: bytes, path: str = "data.noun") -> None:
+        self._data = data
+        self._path = path
+        self._synsets: dict[int, Synset] = {}
+        self._paths: dict[int, tuple[int, ...]] = {}
+
+    def synset(self, offset: int) -> Synset:
+        if offset not in self._synsets:
+            self._synsets[offset] = self._parse(offset)
+        return self._synsets[offset]
+
+    def lemmas(self, offset: int) -> list[str]:
+        return list(self.synset(offset).lemmas)
+
+    def hypernym_path(self, offset: int) -> list[int]:
+        """Offsets from the root down to `offset` (see the module docstring for the rule)."""
+        return list(self._best_path(offset))
+
+    def depth(self, offset: int) -> int:
+        return len(self._best_path(offset))
+
+    def ancestor_at_depth(self, offset: int, level: int) -> int:
+        """Ancestor at depth `level` (entity = 1); a shallower synset is its own ancestor."""
+        if level < 1:
+            raise ClusterError(f"WordNet level must be >= 1 (entity is depth 1), got {level}")
+        path = self._best_path(offset)
+        return path[min(level, len(path)) - 1]
+
+    def _best_path(self, offset: int) -> tuple[int, ...]:
+        # Optimal substructure: the best path through hypernym h is best(h) + offset,
+        # so comparing (length, offsets) over the hypernyms' best paths suffices.
+        if offset not in self._paths:
+            hypernyms = self.synset(offset).hypernyms
+            if not hypernyms:
+                self._paths[offset] = (offset,)
+            else:
+                best = min((self._best_path(h) for h in hypernyms), key=lambda path: (len(path), path))
+                self._paths[offset] = (*best, offset)
+        return self._paths[offset]
+
+    def _parse(self, offset: int) -> Synset:
+        end = self._data.find(b"\n", offset)
+        line = self._data[offset : end if end >= 0 else len(self._data)].decode("utf-8", "replace")
+        fields = line.split(" | ", 1)[0].split()
+        if offset < 0 or len(fields) < 5 or fields[0] != f"{offset:08d}" or fields[2] not in ("n", "s"):
+            raise ClusterError(
+                f"no noun synset at offset {offset:08d} in {self._path}; "
+                "is the wnid right and the file WordNet 3.0?"
+            )
+        word_count = int(fields[3], 16)
+        lemmas = tuple(fields[4 + 2 * i] for i in range(word_count))
+        position = 4 + 2 * word_count
+        pointer_count = int(fields[position])
+        pointers = [fields[position + 1 + 4 * i : position + 5 + 4 * i] for i in range(pointer_count)]
+        hypernyms = tuple(int(target) for symbol, target, *_ in pointers if symbol in HYPERNYM_POINTERS)
+        return Synset(offset=offset, lemmas=lemmas, hypernyms=hypernyms)
+
+
+def load_wordnet(wordnet_dir: str = DEFAULT_WORDNET_DIR) -> WordNet:
+    """The WordNet in `wordnet_dir`/data.noun, read once per path."""
+    return _load(str(Path(wordnet_dir).expanduser().resolve()))
+
+
+@lru_cache(maxsize=4)
+def _load(wordnet_dir: str) -> WordNet:
+    path = Path(wordnet_dir) / "data.noun"
+    if not path.is_file():
+        raise ClusterError(
+            f"WordNet 3.0 not found ({path} is missing): install it with "
+            "`sudo apt-get install wordnet-base`, or pass wordnet_dir=<folder holding data.noun>"
+        )
+    return WordNet(path.read_bytes(), str(path))
+
+
+def synset_for_wnid(wnid: str) -> int:
+    """ImageNet wnid ('n' + 8-digit offset, e.g. 'n02084071') -> synset offset."""
+    match = WNID_PATTERN.match(wnid.strip())
+    if not match:
+        raise ClusterError(f"{wnid!r} is not a WordNet noun id; expected 'n' and 8 digits, like 'n02084071'")
+    return int(match.group(1))
+
+
+def class_synsets(class_names: Sequence[str], wnids: Sequence[str] | None = None) -> list[int]:
+    """Synset offset per class: from `wnids` when given, else from class names
+    that are wnids themselves (ImageNet folders) or Fashion-MNIST names."""
+    if wnids is not None:
+        if len(wnids) != len(class_names):
+            raise ClusterError(
+                f"got {len(wnids)} wnids for {len(class_names)} classes; give one wnid per class"
+            )
+        return [synset_for_wnid(wnid) for wnid in wnids]
+    offsets, unmapped = [], []
+    for name in class_names:
+        if WNID_PATTERN.match(name.strip()):
+            offsets.append(synset_for_wnid(name))
+        elif name.strip().lower() in FASHION_MNIST_SYNSETS:
+            offsets.append(FASHION_MNIST_SYNSETS[name.strip().lower()])
+        else:
+            unmapped.append(name)
+    if unmapped:
+        raise ClusterError(
+            f"wordnet clusters need a WordNet synset per class, but {len(unmapped)} class names have none "
+            f"(e.g. {unmapped[:3]}); give the dataset wnids (like 'n02084071') "
+            "or choose another clusters spec"
+        )
+    return offsets
+
+
+def wordnet_levels(synsets: Sequence[int], wordnet: WordNet) -> list[int]:
+    """Levels 1..D, D the depth of the deepest class: below D nothing changes."""
+    return list(range(1, max(wordnet.depth(offset) for offset in synsets) + 1))

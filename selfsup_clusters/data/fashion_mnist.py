@@ -1,0 +1,71 @@
+"""Fashion-MNIST from the IDX files of Debian's `dataset-fashion-mnist` (or any folder holding them)."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from selfsup_clusters.config import DataConfig
+from selfsup_clusters.data.base import ImageDataset, Split
+from selfsup_clusters.errors import UserError
+
+DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"
+CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+IDX_DTYPES = {0x08: np.uint8}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (the MNIST format: zero, zero, dtype code, ndim, big-endian dims, data), gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
+        raise UserError(f"{path} is not an IDX file of unsigned bytes; is the download complete?")
+    ndim = raw[3]
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise UserError(f"{path} holds {data.size} values where its header promises {dims}; the file is damaged")
+    return data.reshape(dims)
+
+
+def _find(root: Path, stem: str) -> Path | None:
+    for candidate in (root / f"{stem}.gz", root / stem, root / "FashionMNIST" / "raw" / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_fashion_mnist(cfg: DataConfig) -> ImageDataset:
+    root = Path(cfg.root or DEBIAN_ROOT)
+    if cfg.download and _find(root, FILES["train"][0]) is None:
+        from torchvision.datasets import FashionMNIST
+
+        for train in (True, False):
+            FashionMNIST(str(root), train=train, download=True)
+    splits = {}
+    for split, (images_stem, labels_stem) in FILES.items():
+        images_path, labels_path = _find(root, images_stem), _find(root, labels_stem)
+        if images_path is None or labels_path is None:
+            raise UserError(
+                f"Fashion-MNIST not found in {root}: install it with `sudo apt-get install dataset-fashion-mnist`, "
+                f"point --data-root at a folder with the {images_stem}.gz files, or pass --download"
+            )
+        images = torch.from_numpy(read_idx(images_path).copy()).unsqueeze(1)  # (N, 1, 28, 28)
+        labels = torch.from_numpy(read_idx(labels_path).astype(np.int64))
+        splits[split] = Split(images, labels)
+    return ImageDataset(
+        name="fashion-mnist",
+        train=splits["train"],
+        test=splits["test"],
+        class_names=list(CLASS_NAMES),
+        mean=(0.2860,),
+        std=(0.3530,),
+    )

@@ -1,0 +1,11 @@
+"""The one exception type the CLI turns into a clear message instead of a traceback."""
+
+
+class UserError(Exception):
+    """A bad input the user can fix; the message says how."""
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, for wrapping a library error into a UserError."""
+    lines = str(error).strip().splitlines()
+    return (lines[0] if lines else type(error).__name__)[:limit]

@@ -1,0 +1,43 @@
+"""The one base class every method subclasses (solo-learn style): a backbone, a name and a training step."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from selfsup_clusters.config import Config
+
+
+class Method(nn.Module):
+    """A training method. The trainer calls, per step, `training_step(views, index, label)` and `after_step()`;
+    per clustering, `set_clusters(assignments)` when `uses_clusters`.
+
+    training_step returns a dict with "loss" (scalar tensor to minimise), "z" ((B, d) detached, L2-normalised
+    per-sample embedding for the memory bank) and any further scalars to log.
+    """
+
+    name: ClassVar[str]
+    uses_clusters: ClassVar[bool] = False
+
+    def __init__(self, cfg: Config, backbone: nn.Module):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = backbone
+        self.feature_dim: int = backbone.num_features
+        self.embedding_dim: int = cfg.model.proj_dim
+
+    def training_step(self, views: list[torch.Tensor], index: torch.Tensor, label: torch.Tensor) -> dict:
+        raise NotImplementedError
+
+    def set_clusters(self, assignments) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def after_step(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features used for evaluation (the caller sets eval mode)."""
+        return self.backbone(x)

@@ -1,0 +1,254 @@
+"""THE loop: config -> data -> backbone -> method -> epochs of (steps, evaluation, logging, checkpoint).
+
+Read it top to bottom; everything method-specific lives in the method's own file.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from baselines.simclr import SimCLR
+from selfsup_clusters.backbones import create_backbone
+from selfsup_clusters.checkpoint import load_checkpoint, save_checkpoint
+from selfsup_clusters.config import Config, to_dict, to_yaml, validate
+from selfsup_clusters.data import ImageDataset, load_dataset
+from selfsup_clusters.data.augment import BatchAugment
+from selfsup_clusters.errors import UserError, first_line
+from selfsup_clusters.evaluate import extract_features, weighted_knn
+from selfsup_clusters.logger import RunLogger
+from selfsup_clusters.memory import MemoryBank
+from selfsup_clusters.method import Method
+
+METHODS: dict[str, type[Method]] = {
+    "simclr": SimCLR,
+}
+
+
+def build_method(cfg: Config, in_chans: int) -> Method:
+    if cfg.method not in METHODS:
+        raise UserError(f"unknown method {cfg.method!r}; choose one of: {', '.join(sorted(METHODS))}")
+    return METHODS[cfg.method](cfg, create_backbone(cfg.model, in_chans))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} asked for, but no CUDA GPU is available; use device=cpu or device=auto")
+    return device
+
+
+def build_optimizer(cfg: Config, model: torch.nn.Module, steps_per_epoch: int):
+    """SGD with momentum (or AdamW); lr scaled by batch/256; linear warm-up then cosine, stepped per batch.
+
+    Norm-layer weights and biases get no weight decay.
+    """
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    o = cfg.optim
+    lr = o.lr * cfg.batch_size / 256
+    if o.name == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=o.weight_decay)
+    total = cfg.epochs * steps_per_epoch
+    warmup = min(int(o.warmup_epochs * steps_per_epoch), total - 1)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclass
+class Run:
+    """Everything the loop touches, built once by `setup`."""
+
+    cfg: Config
+    out_dir: Path
+    device: torch.device
+    data: ImageDataset
+    augment: BatchAugment
+    method: Method
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    memory: MemoryBank
+    steps_per_epoch: int
+    start_epoch: int = 0
+    history: list | None = None
+
+
+def setup(cfg: Config, resume: str | Path | None = None) -> Run:
+    checkpoint = None
+    if resume is not None:
+        out_dir = Path(resume)
+        checkpoint = load_checkpoint(out_dir / "checkpoints" / "last.pt")
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), checkpoint["config"]))
+        validate(cfg)
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out_dir = Path(cfg.out or f"runs/{cfg.method}-{stamp}")
+        if (out_dir / "checkpoints" / "last.pt").exists():
+            raise UserError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or pick another --out")
+    if cfg.method not in METHODS:  # before loading data: a typo should fail fast
+        raise UserError(f"unknown method {cfg.method!r}; choose one of: {', '.join(sorted(METHODS))}")
+
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    data = load_dataset(cfg.data)
+    data.train.images = data.train.images.to(device)
+    augment = BatchAugment(cfg.augment, cfg.data.image_size, data.mean, data.std)
+    method = build_method(cfg, data.channels).to(device)
+    if cfg.model.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    steps_per_epoch = max(1, len(data.train) // cfg.batch_size)
+    optimizer, scheduler = build_optimizer(cfg, method, steps_per_epoch)
+    memory = MemoryBank(len(data.train), method.embedding_dim, device, seed=cfg.seed)
+    run = Run(cfg, out_dir, device, data, augment, method, optimizer, scheduler, memory, steps_per_epoch)
+    if checkpoint is not None:
+        try:
+            method.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            memory.load_state_dict(checkpoint["memory"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise UserError(f"checkpoint in {out_dir} does not match its own config ({first_line(e)}); "
+                            "it is damaged - start a new run") from None
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        random.setstate(checkpoint["rng"]["python"])
+        run.start_epoch = checkpoint["epoch"] + 1
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(to_yaml(cfg))
+    return run
+
+
+def epoch_generator(cfg: Config, epoch: int, device: torch.device) -> torch.Generator:
+    """The epoch's shuffling and augmentation randomness depends only on (seed, epoch): resume is exact."""
+    return torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + epoch)
+
+
+def train_epoch(run: Run, epoch: int, logger: RunLogger) -> dict:
+    cfg, method, train = run.cfg, run.method, run.data.train
+    method.train()
+    generator = epoch_generator(cfg, epoch, run.device)
+    order = torch.randperm(len(train), generator=generator, device=run.device)
+    batch_size = min(cfg.batch_size, len(train))
+    loss_sum = torch.zeros((), device=run.device)
+    data_time = 0.0
+    start = time.perf_counter()
+    bar = tqdm(range(run.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+               disable=not cfg.log.progress, dynamic_ncols=True)
+    for step in bar:
+        t0 = time.perf_counter()
+        index = order[step * batch_size : (step + 1) * batch_size]
+        views = run.augment.views(train.images[index], generator)
+        data_time += time.perf_counter() - t0
+
+        out = method.training_step(views, index, train.labels[index.cpu()].to(run.device))
+        run.optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        run.optimizer.step()
+        run.scheduler.step()
+        run.memory.update(index, out["z"])
+        method.after_step()
+
+        loss_sum += out["loss"].detach()
+        global_step = epoch * run.steps_per_epoch + step
+        if cfg.log.every_steps and global_step % cfg.log.every_steps == 0:
+            scalars = {k: float(v.detach() if torch.is_tensor(v) else v) for k, v in out.items() if k != "z" and (not torch.is_tensor(v) or v.ndim == 0)}
+            scalars["lr"] = run.optimizer.param_groups[0]["lr"]
+            logger.scalars(scalars, global_step, prefix="step/")
+            bar.set_postfix(loss=f"{scalars['loss']:.3f}")
+    seconds = time.perf_counter() - start
+    images = run.steps_per_epoch * batch_size * cfg.augment.views
+    return {
+        "loss": float(loss_sum) / run.steps_per_epoch,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "epoch_time_s": seconds,
+        "images_per_s": images / seconds,
+        "data_time_frac": data_time / seconds,
+    }
+
+
+def evaluate_knn(run: Run) -> dict:
+    cfg, data = run.cfg, run.data
+    def encode(images: torch.Tensor) -> torch.Tensor:
+        return extract_features(run.method.features, images, run.augment.center, cfg.eval.batch_size, run.device,
+                                modules=[run.method])
+
+    train_features, test_features = encode(data.train.images), encode(data.test.images)
+    top1 = weighted_knn(train_features, data.train.labels, test_features, data.test.labels,
+                        k=cfg.eval.knn_k, temperature=cfg.eval.knn_t)
+    return {"knn_top1": top1, "knn_k": cfg.eval.knn_k, "knn_t": cfg.eval.knn_t}
+
+
+def checkpoint_state(run: Run, epoch: int) -> dict:
+    return {
+        "epoch": epoch,
+        "config": to_dict(run.cfg),
+        "model": run.method.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "memory": run.memory.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+    }
+
+
+def train(cfg: Config, resume: str | Path | None = None) -> dict:
+    """Train (or continue) one run; returns the final metrics that also go to final.json."""
+    run = setup(cfg, resume)
+    cfg = run.cfg
+    logger = RunLogger(run.out_dir, cfg.log.tensorboard, resume_epoch=run.start_epoch,
+                       purge_step=run.start_epoch * run.steps_per_epoch if run.start_epoch else None)
+    record: dict = {}
+    total_start = time.perf_counter()
+    try:
+        if run.start_epoch >= cfg.epochs:
+            raise UserError(f"{run.out_dir} already finished its {cfg.epochs} epochs; its results are in final.json")
+        for epoch in range(run.start_epoch, cfg.epochs):
+            record = {"epoch": epoch, **train_epoch(run, epoch, logger)}
+            last = epoch == cfg.epochs - 1
+            if last or (cfg.eval.every and (epoch + 1) % cfg.eval.every == 0):
+                record.update(evaluate_knn(run))
+            # Log first, then checkpoint: resume drops logged epochs the checkpoint does not cover.
+            logger.epoch(record, step=(epoch + 1) * run.steps_per_epoch)
+            save_checkpoint(checkpoint_state(run, epoch), run.out_dir / "checkpoints" / "last.pt")
+            print(_epoch_line(record, cfg.epochs), flush=True)
+        final = {
+            "config": to_dict(cfg),
+            "out_dir": str(run.out_dir),
+            "epochs": cfg.epochs,
+            "train_time_s": time.perf_counter() - total_start,
+            **{k: v for k, v in record.items() if k != "epoch"},
+        }
+        logger.final(final)
+        return final
+    except KeyboardInterrupt:
+        raise UserError(f"interrupted; the last finished epoch is saved - continue with --resume {run.out_dir}") from None
+    finally:
+        logger.close()
+
+
+def _epoch_line(record: dict, epochs: int) -> str:
+    line = (f"epoch {record['epoch'] + 1}/{epochs}  loss {record['loss']:.4f}  "
+            f"{record['images_per_s']:.0f} img/s  {record['epoch_time_s']:.1f}s")
+    if "knn_top1" in record:
+        line += f"  kNN top-1 {record['knn_top1']:.4f} (k={record['knn_k']}, T={record['knn_t']})"
+    return line

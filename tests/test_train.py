@@ -1,0 +1,63 @@
+"""End-to-end: a tiny 2-epoch run writes every output, lowers the loss, and resumes exactly."""
+
+import json
+
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from selfsup_clusters.cli import main
+from selfsup_clusters.config import load_config
+from selfsup_clusters.trainer import train
+from tests.conftest import needs_fashion_mnist
+
+pytestmark = needs_fashion_mnist
+
+
+def test_two_epochs_lower_the_loss_and_write_every_output(tiny_overrides, tmp_path):
+    final = train(load_config(overrides=[*tiny_overrides, "epochs=3"]))
+    run = tmp_path / "run"
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    for r in records:
+        assert {"epoch", "loss", "knn_top1", "images_per_s", "lr", "epoch_time_s"} <= r.keys()
+    assert records[-1]["loss"] < records[0]["loss"]
+    assert 0.0 <= final["knn_top1"] <= 1.0 and final["knn_k"] == 20
+    assert json.loads((run / "final.json").read_text())["config"]["method"] == "simclr"
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["memory"]["seen"].all()
+    events = EventAccumulator(str(run))
+    events.Reload()
+    assert {"epoch/loss", "epoch/knn_top1", "epoch/images_per_s", "step/lr"} <= set(events.Tags()["scalars"])
+
+
+def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(tmp_path, monkeypatch):
+    from selfsup_clusters import trainer
+    from selfsup_clusters.errors import UserError
+    from tests.conftest import TINY
+
+    train(load_config(overrides=[*TINY, f"out={tmp_path / 'straight'}"]))
+
+    # Interrupt a second, identical run right after its first checkpoint, as Ctrl-C would.
+    real_save = trainer.save_checkpoint
+
+    def save_then_interrupt(state, path):
+        real_save(state, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_interrupt)
+    resumed = tmp_path / "resumed"
+    try:
+        train(load_config(overrides=[*TINY, f"out={resumed}"]))
+    except UserError as e:
+        assert "--resume" in str(e)
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    assert len((resumed / "metrics.jsonl").read_text().splitlines()) == 1  # epoch 0 logged and saved
+    assert main(["train", "--resume", str(resumed)]) == 0
+
+    def metrics(run):
+        return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    straight, again = metrics(tmp_path / "straight"), metrics(resumed)
+    assert [r["epoch"] for r in again] == [0, 1]
+    for a, b in zip(straight, again, strict=True):
+        assert a["loss"] == b["loss"] and a["knn_top1"] == b["knn_top1"] and a["lr"] == b["lr"]
