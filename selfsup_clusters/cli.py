@@ -18,6 +18,7 @@ TRAIN_FLAGS = {
     "batch_size": ("batch_size", int),
     "subset": ("data.subset", int),
     "seed": ("seed", int),
+    "clusters": ("clusters.spec", str),
     "out": ("out", str),
 }
 
@@ -36,16 +37,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int)
     train.add_argument("--subset", type=int, help="train on the first N training images")
     train.add_argument("--seed", type=int)
+    train.add_argument("--clusters", metavar="SPEC", help="none, labels, kmeans:K[,K2..], wordnet:LEVEL, attributes:K")
     train.add_argument("--out", help="run folder (default runs/<method>-<timestamp>)")
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from checkpoints/last.pt")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=0.3 model.stem=small")
+
+    clusters = sub.add_parser("clusters", help="print cluster statistics (H, I, NMI, AMI) of every auxiliary level")
+    clusters.add_argument("--config", help="YAML config (default: configs/fashion_mnist.yaml)")
+    clusters.add_argument("--dataset")
+    clusters.add_argument("--data-root")
+    clusters.add_argument("--subset", type=int, help="use the first N training images")
+    clusters.add_argument("overrides", nargs="*", metavar="key=value")
     return parser
 
 
 def config_overrides(args: argparse.Namespace) -> list[str]:
     overrides = [f"{key}={getattr(args, flag)}" for flag, (key, _) in TRAIN_FLAGS.items()
-                 if getattr(args, flag) is not None]
-    if args.download:
+                 if getattr(args, flag, None) is not None]
+    if getattr(args, "download", False):
         overrides.append("data.download=true")
     return list(args.overrides) + overrides  # a named flag wins over a key=value for the same field
 
@@ -68,7 +77,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train}
+def cmd_clusters(args: argparse.Namespace) -> int:
+    from selfsup_clusters.clusters import format_table, statistics_table
+    from selfsup_clusters.config import load_config
+    from selfsup_clusters.data import load_dataset
+
+    cfg = load_config(args.config, config_overrides(args))
+    data = load_dataset(cfg.data)
+    rows = statistics_table(data.train.labels, data.class_names, wnids=data.wnids, attributes=data.train.attributes,
+                            attribute_names=data.attribute_names or None, wordnet_dir=cfg.clusters.wordnet_dir)
+    print(f"{cfg.data.name}: {len(data.train)} training images, {len(data.class_names)} classes; "
+          "H, I in bits (T = class label)")
+    print(format_table(rows))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "clusters": cmd_clusters}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,6 +67,22 @@ class MethodConfig:
 
 
 @dataclass
+class ClusterConfig:
+    """Where cluster ids come from and when k-means re-runs (see selfsup_clusters/clusters/)."""
+
+    spec: str = "none"  # none | labels | kmeans:K[,K2,...] | wordnet:LEVEL | attributes:K
+    warmup: int = 0  # first epoch (0-based) that k-means runs before; earlier epochs train without clusters
+    every: int = 1  # re-run k-means before every N-th epoch from `warmup` on
+    features: str = "memory"  # k-means input: "memory" (the memory bank) or "forward" (fresh eval-mode pass)
+    niter: int = 20  # Lloyd iterations
+    nredo: int = 1  # restarts per K; the best objective is kept
+    min_points_per_centroid: int = 10  # fewer samples per cluster than this: one warning
+    concentration_temperature: float = 0.2  # the mean of PCL's per-cluster concentration phi
+    use_gpu: str = "auto"  # FAISS on GPU when faiss-gpu sees one ("auto"), or "cpu" / "gpu"
+    wordnet_dir: str = "/usr/share/wordnet"  # Debian's wordnet-base
+
+
+@dataclass
 class EvalConfig:
     every: int = 1  # kNN every N epochs (and always after the last one); 0: only at the end
     knn_k: int = 200
@@ -94,6 +110,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     method_args: MethodConfig = field(default_factory=MethodConfig)
+    clusters: ClusterConfig = field(default_factory=ClusterConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
@@ -138,6 +155,8 @@ def validate(cfg: Config) -> None:
         (cfg.optim.name in ("sgd", "adamw"), "optim.name must be 'sgd' or 'adamw'"),
         (0 < cfg.augment.crop_scale[0] <= cfg.augment.crop_scale[1] <= 1, "augment.crop_scale must be 0<a<=b<=1"),
         (cfg.eval.knn_k >= 1, "eval.knn_k must be >= 1"),
+        (cfg.clusters.features in ("memory", "forward"), "clusters.features must be 'memory' or 'forward'"),
+        (cfg.clusters.every >= 1 and cfg.clusters.warmup >= 0, "clusters.every must be >= 1, clusters.warmup >= 0"),
     ]
     for ok, message in checks:
         if not ok:

@@ -40,6 +40,14 @@ class RunLogger:
         if self.writer is not None:
             self.writer.flush()
 
+    def clusters(self, rows: list[dict], sizes: list, step: int) -> None:
+        """Statistics of each clustering (one row per clustering, with its "name") and a histogram of sizes."""
+        if self.writer is None:
+            return
+        for row, cluster_sizes in zip(rows, sizes, strict=True):
+            self.scalars({k: v for k, v in row.items() if k != "name"}, step, prefix=f"clusters/{row['name']}/")
+            self.writer.add_histogram(f"clusters/{row['name']}/sizes", cluster_sizes, step)
+
     def final(self, record: dict) -> None:
         (self.out_dir / "final.json").write_text(json.dumps(record, indent=2) + "\n")
 

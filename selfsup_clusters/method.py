@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from selfsup_clusters.config import Config
@@ -41,3 +42,8 @@ class Method(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone features used for evaluation (the caller sets eval mode)."""
         return self.backbone(x)
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding the memory bank holds (what k-means clusters), for a fresh forward pass."""
+        return F.normalize(self.projector(self.backbone(x)), dim=1)

@@ -19,6 +19,13 @@ from tqdm import tqdm
 from baselines.simclr import SimCLR
 from selfsup_clusters.backbones import create_backbone
 from selfsup_clusters.checkpoint import load_checkpoint, save_checkpoint
+from selfsup_clusters.clusters import (
+    Assignments,
+    ClusterSource,
+    KMeansOptions,
+    build_cluster_source,
+    cluster_statistics,
+)
 from selfsup_clusters.config import Config, to_dict, to_yaml, validate
 from selfsup_clusters.data import ImageDataset, load_dataset
 from selfsup_clusters.data.augment import BatchAugment
@@ -90,8 +97,9 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     memory: MemoryBank
     steps_per_epoch: int
+    cluster_source: ClusterSource | None = None
+    assignments: Assignments | None = None
     start_epoch: int = 0
-    history: list | None = None
 
 
 def setup(cfg: Config, resume: str | Path | None = None) -> Run:
@@ -121,7 +129,12 @@ def setup(cfg: Config, resume: str | Path | None = None) -> Run:
     steps_per_epoch = max(1, len(data.train) // cfg.batch_size)
     optimizer, scheduler = build_optimizer(cfg, method, steps_per_epoch)
     memory = MemoryBank(len(data.train), method.embedding_dim, device, seed=cfg.seed)
-    run = Run(cfg, out_dir, device, data, augment, method, optimizer, scheduler, memory, steps_per_epoch)
+    cluster_source = build_clusters(cfg, data)
+    if method.uses_clusters and cluster_source is None:
+        raise UserError(f"method {cfg.method!r} learns from clusters; pass --clusters (e.g. wordnet:7, kmeans:100, "
+                        "labels)")
+    run = Run(cfg, out_dir, device, data, augment, method, optimizer, scheduler, memory, steps_per_epoch,
+              cluster_source)
     if checkpoint is not None:
         try:
             method.load_state_dict(checkpoint["model"])
@@ -131,12 +144,59 @@ def setup(cfg: Config, resume: str | Path | None = None) -> Run:
         except (KeyError, RuntimeError, ValueError) as e:
             raise UserError(f"checkpoint in {out_dir} does not match its own config ({first_line(e)}); "
                             "it is damaged - start a new run") from None
+        if checkpoint.get("assignments") is not None:
+            run.assignments = Assignments.from_state_dict(checkpoint["assignments"])
+            if method.uses_clusters:
+                method.set_clusters(run.assignments)
         torch.set_rng_state(checkpoint["rng"]["torch"])
         random.setstate(checkpoint["rng"]["python"])
         run.start_epoch = checkpoint["epoch"] + 1
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(to_yaml(cfg))
     return run
+
+
+def build_clusters(cfg: Config, data: ImageDataset) -> ClusterSource | None:
+    """The cluster source of `--clusters`; bad specs (e.g. K larger than the data) fail here, before training."""
+    c = cfg.clusters
+    options = KMeansOptions(niter=c.niter, nredo=c.nredo, seed=cfg.seed, min_points_per_centroid=c.min_points_per_centroid,
+                            temperature=c.concentration_temperature, use_gpu=c.use_gpu)
+    return build_cluster_source(c.spec, labels=data.train.labels, class_names=data.class_names, wnids=data.wnids,
+                                attributes=data.train.attributes, attribute_names=data.attribute_names or None,
+                                kmeans_options=options, wordnet_dir=c.wordnet_dir)
+
+
+def clustering_due(run: Run, epoch: int) -> bool:
+    source, c = run.cluster_source, run.cfg.clusters
+    if source is None:
+        return False
+    if not source.dynamic:
+        return run.assignments is None  # fixed clusters: computed once
+    return epoch >= c.warmup and (epoch - c.warmup) % c.every == 0
+
+
+def update_clusters(run: Run, epoch: int, logger: RunLogger) -> list[dict]:
+    """Re-cluster (k-means on the memory bank or a fresh pass; fixed sources once), hand the result to the
+    method and log its statistics against the labels."""
+    features = None
+    if run.cluster_source.dynamic:
+        if run.cfg.clusters.features == "memory":
+            features = run.memory.features
+        else:
+            features = extract_features(run.method.embed, run.data.train.images, run.augment.center,
+                                        run.cfg.eval.batch_size, run.device, modules=[run.method])
+    start = time.perf_counter()
+    run.assignments = run.cluster_source.assign(features)
+    seconds = time.perf_counter() - start
+    if run.method.uses_clusters:
+        run.method.set_clusters(run.assignments)
+    rows = []
+    for i, ids in enumerate(run.assignments.ids):
+        k = run.assignments.num_clusters[i]
+        name = f"kmeans{k}" if run.cluster_source.dynamic else run.cluster_source.spec.replace(":", "")
+        rows.append({"name": name, **cluster_statistics(ids, run.data.train.labels), "seconds": seconds})
+    logger.clusters(rows, [torch.bincount(ids) for ids in run.assignments.ids], step=epoch * run.steps_per_epoch)
+    return rows
 
 
 def epoch_generator(cfg: Config, epoch: int, device: torch.device) -> torch.Generator:
@@ -207,6 +267,7 @@ def checkpoint_state(run: Run, epoch: int) -> dict:
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "memory": run.memory.state_dict(),
+        "assignments": run.assignments.state_dict() if run.assignments is not None else None,
         "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
     }
 
@@ -223,7 +284,10 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
         if run.start_epoch >= cfg.epochs:
             raise UserError(f"{run.out_dir} already finished its {cfg.epochs} epochs; its results are in final.json")
         for epoch in range(run.start_epoch, cfg.epochs):
+            cluster_rows = update_clusters(run, epoch, logger) if clustering_due(run, epoch) else []
             record = {"epoch": epoch, **train_epoch(run, epoch, logger)}
+            if cluster_rows:
+                record["clusters"] = cluster_rows
             last = epoch == cfg.epochs - 1
             if last or (cfg.eval.every and (epoch + 1) % cfg.eval.every == 0):
                 record.update(evaluate_knn(run))
@@ -236,7 +300,7 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
             "out_dir": str(run.out_dir),
             "epochs": cfg.epochs,
             "train_time_s": time.perf_counter() - total_start,
-            **{k: v for k, v in record.items() if k != "epoch"},
+            **{k: v for k, v in record.items() if k not in ("epoch", "clusters")},
         }
         logger.final(final)
         return final
@@ -251,4 +315,6 @@ def _epoch_line(record: dict, epochs: int) -> str:
             f"{record['images_per_s']:.0f} img/s  {record['epoch_time_s']:.1f}s")
     if "knn_top1" in record:
         line += f"  kNN top-1 {record['knn_top1']:.4f} (k={record['knn_k']}, T={record['knn_t']})"
+    for row in record.get("clusters", []):
+        line += f"  [{row['name']}: {row['num_clusters']} clusters, NMI {row['NMI']:.3f}]"
     return line

@@ -11,12 +11,14 @@ import torch
 class Split:
     images: torch.Tensor  # (N, C, H, W) uint8
     labels: torch.Tensor  # (N,) int64; -1 where a sample has no label
+    attributes: torch.Tensor | None = None  # (N, A) int64 discrete attribute values, where the data has them
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def first(self, n: int) -> Split:
-        return Split(self.images[:n], self.labels[:n])
+        attributes = None if self.attributes is None else self.attributes[:n]
+        return Split(self.images[:n], self.labels[:n], attributes)
 
 
 @dataclass
@@ -28,8 +30,7 @@ class ImageDataset:
     mean: tuple[float, ...]  # per channel, in [0, 1], for normalisation
     std: tuple[float, ...]
     wnids: list[str] | None = None  # WordNet ids per class (e.g. n03595614), where known
-    attributes: torch.Tensor | None = None  # (N_train, A) int64 discrete attributes per training sample
-    attribute_names: list[str] = field(default_factory=list)
+    attribute_names: list[str] = field(default_factory=list)  # columns of Split.attributes
 
     @property
     def channels(self) -> int:
