@@ -63,7 +63,14 @@ class OptimConfig:
 
 @dataclass
 class MethodConfig:
-    temperature: float = 0.2
+    """Method settings; a method ignores those it does not use."""
+
+    temperature: float | None = None  # None: the method's own default (simclr 0.5, moco/pcl 0.2, cl-infonce 0.1)
+    momentum: float = 0.99  # moco/pcl: EMA of the key encoder
+    queue_size: int = 4096  # moco/pcl: negative keys; cl-infonce: keys with their cluster ids (0 = batch only)
+    shuffle_bn_splits: int = 4  # moco/pcl on one device: BatchNorm over this many shuffled groups (shuffle-BN)
+    key_queue: int = 0  # cl-infonce: past embeddings kept (with their samples' cluster ids) as extra keys; 0 = off
+    proto_negatives: int = 1024  # pcl: negative prototypes sampled per clustering (r); all when K-1 is fewer
 
 
 @dataclass
@@ -73,7 +80,9 @@ class ClusterConfig:
     spec: str = "none"  # none | labels | kmeans:K[,K2,...] | wordnet:LEVEL | attributes:K
     warmup: int = 0  # first epoch (0-based) that k-means runs before; earlier epochs train without clusters
     every: int = 1  # re-run k-means before every N-th epoch from `warmup` on
-    features: str = "memory"  # k-means input: "memory" (the memory bank) or "forward" (fresh eval-mode pass)
+    # k-means input: "memory" (the memory bank; a fresh pass until every sample has been seen once) or "forward"
+    # (a fresh eval-mode pass over the training set, centre view)
+    features: str = "memory"
     niter: int = 20  # Lloyd iterations
     nredo: int = 1  # restarts per K; the best objective is kept
     min_points_per_centroid: int = 10  # fewer samples per cluster than this: one warning

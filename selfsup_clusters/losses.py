@@ -10,27 +10,42 @@ import torch
 import torch.nn.functional as F
 
 
-def cluster_info_nce(z: torch.Tensor, ids: torch.Tensor, temperature: float) -> torch.Tensor:
+def cluster_info_nce(
+    z: torch.Tensor,
+    ids: torch.Tensor,
+    temperature: float,
+    keys: torch.Tensor | None = None,
+    key_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Contrastive loss whose positives are all other rows with the same id (Cl-InfoNCE / SupCon "out" form).
 
-    z: (N, d) L2-normalised embeddings of every view in the batch.
+    z: (N, d) L2-normalised embeddings of every view in the batch (the anchors).
     ids: (N,) int64; rows with equal ids are positives of each other.
          ids = sample index  -> SimCLR's NT-Xent (the only positive is the other view of the same image);
          ids = class labels  -> supervised contrastive; ids = cluster ids -> Cl-InfoNCE.
+    keys, key_ids: optional (Q, d) extra L2-normalised embeddings (e.g. a queue of past batches) and their
+         (Q,) ids, contrasted like the batch rows; key_ids < 0 mark empty slots, which are left out.
     Returns the scalar mean over anchors of
-        -1/|P(i)| * sum_{p in P(i)} log( exp(z_i.z_p / T) / sum_{a != i} exp(z_i.z_a / T) ),
-    with P(i) = {j != i : ids[j] == ids[i]}. Anchors without a positive are left out of the mean.
+        -1/|P(i)| * sum_{p in P(i)} log( exp(z_i.c_p / T) / sum_{a != i} exp(z_i.c_a / T) ),
+    over the contrast set c = batch rows and keys, with P(i) = {j != i : ids[j] == ids[i]}.
+    Anchors without a positive are left out of the mean.
     """
     n = z.shape[0]
     if ids.shape != (n,):
         raise ValueError(f"ids must have shape ({n},), got {tuple(ids.shape)}")
-    self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
-    logits = (z @ z.T / temperature).masked_fill(self_mask, float("-inf"))
+    contrast, contrast_ids = z, ids
+    excluded = torch.eye(n, dtype=torch.bool, device=z.device)  # an anchor is not its own positive or negative
+    if keys is not None:
+        valid = key_ids >= 0
+        contrast = torch.cat([z, keys[valid]])
+        contrast_ids = torch.cat([ids, key_ids[valid]])
+        excluded = torch.cat([excluded, excluded.new_zeros(n, int(valid.sum()))], dim=1)
+    logits = (z @ contrast.T / temperature).masked_fill(excluded, float("-inf"))
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    positives = (ids.view(-1, 1) == ids.view(1, -1)) & ~self_mask
+    positives = (ids.view(-1, 1) == contrast_ids.view(1, -1)) & ~excluded
     num_positives = positives.sum(dim=1)
     has_positive = num_positives > 0
-    # where() rather than multiply: the diagonal holds -inf and 0 * -inf is nan.
+    # where() rather than multiply: excluded entries hold -inf and 0 * -inf is nan.
     pos_log_prob = torch.where(positives, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
     per_anchor = -pos_log_prob[has_positive] / num_positives[has_positive]
     return per_anchor.mean()
@@ -52,3 +67,28 @@ def info_nce(query: torch.Tensor, key: torch.Tensor, negatives: torch.Tensor, te
     positive = (query * key).sum(dim=1, keepdim=True)
     logits = torch.cat([positive, query @ negatives.T], dim=1) / temperature
     return F.cross_entropy(logits, torch.zeros(query.shape[0], dtype=torch.long, device=query.device))
+
+
+def proto_nce(
+    query: torch.Tensor,
+    prototypes: torch.Tensor,
+    concentration: torch.Tensor,
+    positive_ids: torch.Tensor,
+    negative_ids: torch.Tensor,
+) -> torch.Tensor:
+    """PCL's prototype term of ProtoNCE for one clustering, built as facebookresearch/PCL pcl/builder.py does.
+
+    query: (B, d) L2-normalised; prototypes: (K, d) L2-normalised centroids; concentration: (K,) phi per cluster;
+    positive_ids: (B,) int64, the cluster of each query; negative_ids: (r,) int64, sampled once per batch from
+    the clusters that are nobody's positive.
+    The candidates are the B positive prototypes of the batch followed by the r negatives, so a query's
+    candidates include the other queries' positive prototypes too (a cluster shared by two queries appears
+    twice, once as the positive and once as a negative, exactly as in PCL). Each logit is divided by its
+    prototype's own concentration. Returns the scalar mean over b of
+        -log( exp(q_b.c_{p_b} / phi_{p_b}) / sum_{j in positive_ids ++ negative_ids} exp(q_b.c_j / phi_j) ).
+    With one cluster per sample, prototypes = the keys and phi = T everywhere, this is InfoNCE whose negatives
+    for q_b are the other keys of the batch plus the r negative prototypes.
+    """
+    selected = torch.cat([positive_ids, negative_ids])
+    logits = query @ prototypes[selected].T / concentration[selected]
+    return F.cross_entropy(logits, torch.arange(query.shape[0], device=query.device))

@@ -21,13 +21,20 @@ class Method(nn.Module):
 
     name: ClassVar[str]
     uses_clusters: ClassVar[bool] = False
+    default_temperature: ClassVar[float] = 0.2
 
-    def __init__(self, cfg: Config, backbone: nn.Module):
+    def __init__(self, cfg: Config, backbone: nn.Module, num_classes: int = 0, num_clusters: list[int] | None = None):
+        """num_classes: labelled classes of the data; num_clusters: K of each clustering of the cluster source
+        (for methods whose heads are sized by it)."""
         super().__init__()
         self.cfg = cfg
+        self.num_classes = num_classes
+        self.num_clusters = num_clusters or []
         self.backbone = backbone
         self.feature_dim: int = backbone.num_features
         self.embedding_dim: int = cfg.model.proj_dim
+        t = cfg.method_args.temperature
+        self.temperature: float = self.default_temperature if t is None else t
 
     def training_step(self, views: list[torch.Tensor], index: torch.Tensor, label: torch.Tensor) -> dict:
         raise NotImplementedError

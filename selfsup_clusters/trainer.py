@@ -16,9 +16,13 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from baselines.cross_entropy import ClusterCrossEntropy, Supervised
+from baselines.moco import MoCo
+from baselines.pcl import PCL
 from baselines.simclr import SimCLR
 from selfsup_clusters.backbones import create_backbone
 from selfsup_clusters.checkpoint import load_checkpoint, save_checkpoint
+from selfsup_clusters.cl_infonce import ClInfoNCE
 from selfsup_clusters.clusters import (
     Assignments,
     ClusterSource,
@@ -37,13 +41,19 @@ from selfsup_clusters.method import Method
 
 METHODS: dict[str, type[Method]] = {
     "simclr": SimCLR,
+    "cl-infonce": ClInfoNCE,
+    "moco": MoCo,
+    "pcl": PCL,
+    "ce": ClusterCrossEntropy,
+    "supervised": Supervised,
 }
 
 
-def build_method(cfg: Config, in_chans: int) -> Method:
+def build_method(cfg: Config, in_chans: int, num_classes: int = 0, num_clusters: list[int] | None = None) -> Method:
     if cfg.method not in METHODS:
         raise UserError(f"unknown method {cfg.method!r}; choose one of: {', '.join(sorted(METHODS))}")
-    return METHODS[cfg.method](cfg, create_backbone(cfg.model, in_chans))
+    return METHODS[cfg.method](cfg, create_backbone(cfg.model, in_chans), num_classes=num_classes,
+                               num_clusters=num_clusters)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -123,16 +133,17 @@ def setup(cfg: Config, resume: str | Path | None = None) -> Run:
     data = load_dataset(cfg.data)
     data.train.images = data.train.images.to(device)
     augment = BatchAugment(cfg.augment, cfg.data.image_size, data.mean, data.std)
-    method = build_method(cfg, data.channels).to(device)
+    cluster_source = build_clusters(cfg, data)
+    if METHODS[cfg.method].uses_clusters and cluster_source is None:
+        raise UserError(f"method {cfg.method!r} learns from clusters; pass --clusters (e.g. wordnet:7, kmeans:100, "
+                        "labels)")
+    method = build_method(cfg, data.channels, num_classes=len(data.class_names),
+                          num_clusters=cluster_source.num_clusters if cluster_source else None).to(device)
     if cfg.model.channels_last:
         method = method.to(memory_format=torch.channels_last)
     steps_per_epoch = max(1, len(data.train) // cfg.batch_size)
     optimizer, scheduler = build_optimizer(cfg, method, steps_per_epoch)
     memory = MemoryBank(len(data.train), method.embedding_dim, device, seed=cfg.seed)
-    cluster_source = build_clusters(cfg, data)
-    if method.uses_clusters and cluster_source is None:
-        raise UserError(f"method {cfg.method!r} learns from clusters; pass --clusters (e.g. wordnet:7, kmeans:100, "
-                        "labels)")
     run = Run(cfg, out_dir, device, data, augment, method, optimizer, scheduler, memory, steps_per_epoch,
               cluster_source)
     if checkpoint is not None:
@@ -159,8 +170,8 @@ def setup(cfg: Config, resume: str | Path | None = None) -> Run:
 def build_clusters(cfg: Config, data: ImageDataset) -> ClusterSource | None:
     """The cluster source of `--clusters`; bad specs (e.g. K larger than the data) fail here, before training."""
     c = cfg.clusters
-    options = KMeansOptions(niter=c.niter, nredo=c.nredo, seed=cfg.seed, min_points_per_centroid=c.min_points_per_centroid,
-                            temperature=c.concentration_temperature, use_gpu=c.use_gpu)
+    options = KMeansOptions(niter=c.niter, nredo=c.nredo, seed=cfg.seed, use_gpu=c.use_gpu,
+                            min_points_per_centroid=c.min_points_per_centroid, temperature=c.concentration_temperature)
     return build_cluster_source(c.spec, labels=data.train.labels, class_names=data.class_names, wnids=data.wnids,
                                 attributes=data.train.attributes, attribute_names=data.attribute_names or None,
                                 kmeans_options=options, wordnet_dir=c.wordnet_dir)
@@ -180,7 +191,8 @@ def update_clusters(run: Run, epoch: int, logger: RunLogger) -> list[dict]:
     method and log its statistics against the labels."""
     features = None
     if run.cluster_source.dynamic:
-        if run.cfg.clusters.features == "memory":
+        # Until every sample has been through a step the bank holds random vectors: use a fresh pass instead.
+        if run.cfg.clusters.features == "memory" and bool(run.memory.seen.all()):
             features = run.memory.features
         else:
             features = extract_features(run.method.embed, run.data.train.images, run.augment.center,
@@ -232,7 +244,7 @@ def train_epoch(run: Run, epoch: int, logger: RunLogger) -> dict:
         loss_sum += out["loss"].detach()
         global_step = epoch * run.steps_per_epoch + step
         if cfg.log.every_steps and global_step % cfg.log.every_steps == 0:
-            scalars = {k: float(v.detach() if torch.is_tensor(v) else v) for k, v in out.items() if k != "z" and (not torch.is_tensor(v) or v.ndim == 0)}
+            scalars = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items() if k != "z"}
             scalars["lr"] = run.optimizer.param_groups[0]["lr"]
             logger.scalars(scalars, global_step, prefix="step/")
             bar.set_postfix(loss=f"{scalars['loss']:.3f}")
@@ -305,7 +317,8 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
         logger.final(final)
         return final
     except KeyboardInterrupt:
-        raise UserError(f"interrupted; the last finished epoch is saved - continue with --resume {run.out_dir}") from None
+        raise UserError(f"interrupted; the last finished epoch is saved - continue with --resume {run.out_dir}"
+                        ) from None
     finally:
         logger.close()
 

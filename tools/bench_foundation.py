@@ -81,7 +81,7 @@ def throughput(args) -> dict:
             generator = epoch_generator(cfg, 0, torch.device("cpu"))
             order = torch.randperm(len(images), generator=generator)
 
-            def batches():
+            def batches(order=order, augment=augment, generator=generator):
                 for s in range(len(images) // args.batch_size):
                     index = order[s * args.batch_size : (s + 1) * args.batch_size]
                     yield augment.views(images[index], generator), index

@@ -33,6 +33,11 @@ class ClusterSource:
     spec: str
     dynamic: bool
 
+    @property
+    def num_clusters(self) -> list[int]:
+        """K of each clustering this source produces, known before training (heads are sized by it)."""
+        raise NotImplementedError
+
     def assign(self, features: torch.Tensor | None) -> Assignments:
         raise NotImplementedError
 
@@ -45,6 +50,10 @@ class FixedClusterSource(ClusterSource):
     def __init__(self, spec: str, assignments: Assignments) -> None:
         self.spec = spec
         self.assignments = assignments
+
+    @property
+    def num_clusters(self) -> list[int]:
+        return self.assignments.num_clusters
 
     def assign(self, features: torch.Tensor | None = None) -> Assignments:
         return self.assignments
@@ -61,6 +70,10 @@ class KMeansSource(ClusterSource):
         self.num_samples = num_samples
         self.options = options
         self._warned = False
+
+    @property
+    def num_clusters(self) -> list[int]:
+        return list(self.ks)
 
     def assign(self, features: torch.Tensor | None) -> Assignments:
         if features is None:

@@ -1,0 +1,68 @@
+"""Cross-entropy baselines: predict cluster ids ("ce", the paper's comparison) or the labels ("supervised").
+
+As the Cl-InfoNCE authors' code does, the classifier is linear on the backbone features. With k-means clusters the
+ids are arbitrary after every re-clustering, so the heads are re-initialised then (DeepCluster does the same);
+their optimizer momentum is kept. The memory bank holds the L2-normalised backbone features.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from selfsup_clusters.errors import UserError
+from selfsup_clusters.method import Method
+
+
+class ClusterCrossEntropy(Method):
+    name = "ce"
+    uses_clusters = True
+
+    def __init__(self, cfg, backbone, **kwargs):
+        super().__init__(cfg, backbone, **kwargs)
+        self.embedding_dim = self.feature_dim
+        self.heads = nn.ModuleList(nn.Linear(self.feature_dim, k) for k in self.head_sizes())
+        self.targets: list[torch.Tensor] = []  # (N,) per head; handed over by set_clusters, not checkpointed
+
+    def head_sizes(self) -> list[int]:
+        return self.num_clusters
+
+    def set_clusters(self, assignments) -> None:
+        device = self.heads[0].weight.device
+        if self.targets:  # new k-means ids mean nothing to the old heads
+            for head in self.heads:
+                head.reset_parameters()
+        self.targets = [ids.to(device) for ids in assignments.ids]
+
+    def training_step(self, views: list[torch.Tensor], index: torch.Tensor, label: torch.Tensor) -> dict:
+        if not self.targets:
+            raise UserError(f"method {self.name!r} got no cluster ids before its first step; "
+                            "use clusters.warmup=0 with k-means")
+        return self.classify(views, [t[index] for t in self.targets])
+
+    def classify(self, views: list[torch.Tensor], targets: list[torch.Tensor]) -> dict:
+        """Mean cross-entropy of each head against its (B,) targets, over every view."""
+        h = self.backbone(torch.cat(views))
+        losses = [F.cross_entropy(head(h), t.repeat(len(views))) for head, t in zip(self.heads, targets, strict=True)]
+        return {"loss": torch.stack(losses).mean(), "z": F.normalize(h[: targets[0].shape[0]].detach(), dim=1)}
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.backbone(x), dim=1)
+
+
+class Supervised(ClusterCrossEntropy):
+    """The reference upper bound: cross-entropy on the class labels, same backbone and augmentation."""
+
+    name = "supervised"
+    uses_clusters = False
+
+    def head_sizes(self) -> list[int]:
+        return [self.num_classes]
+
+    def training_step(self, views: list[torch.Tensor], index: torch.Tensor, label: torch.Tensor) -> dict:
+        if (label < 0).any():
+            raise UserError("method 'supervised' needs a label for every training image; this data has unlabelled "
+                            "ones - use a self-supervised method")
+        return self.classify(views, [label])

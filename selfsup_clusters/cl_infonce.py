@@ -1,0 +1,67 @@
+"""Cl-InfoNCE (Tsai et al., "Integrating Auxiliary Information in Self-supervised Learning", ICLR 2022).
+
+Two augmented views per image; for each anchor view the positives are all other views in the batch whose sample
+shares the anchor's cluster id (its own other view included), the negatives are the rest. The clusters come from
+any cluster source: auxiliary information (WordNet level, attributes), k-means, or the labels themselves.
+With several clusterings (kmeans:K1,K2) the loss is the mean over them.
+
+Optionally (method_args.key_queue > 0) a FIFO queue of past embeddings, stored with their sample indices, joins
+the contrast set, so positives and negatives are not limited to the batch. Cluster ids of queued keys are looked
+up in the current assignments, so they stay right after k-means re-clusters.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from selfsup_clusters.backbones import projection_head
+from selfsup_clusters.losses import cluster_info_nce
+from selfsup_clusters.method import Method
+
+
+class ClInfoNCE(Method):
+    name = "cl-infonce"
+    uses_clusters = True
+    default_temperature = 0.1  # the paper's value for auxiliary clusters
+
+    def __init__(self, cfg, backbone, **kwargs):
+        super().__init__(cfg, backbone, **kwargs)
+        self.projector = projection_head(self.feature_dim, cfg.model.proj_hidden_dim, cfg.model.proj_dim)
+        self.cluster_ids: list[torch.Tensor] = []  # (N,) per clustering; not in the state_dict (the checkpoint
+        # keeps the assignments and the trainer hands them back on resume)
+        size = cfg.method_args.key_queue
+        self.register_buffer("queue", torch.zeros(size, cfg.model.proj_dim))
+        self.register_buffer("queue_index", torch.full((size,), -1, dtype=torch.long))  # -1: empty slot
+        self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
+
+    def set_clusters(self, assignments) -> None:
+        device = self.queue.device
+        self.cluster_ids = [ids.to(device) for ids in assignments.ids]
+
+    def training_step(self, views: list[torch.Tensor], index: torch.Tensor, label: torch.Tensor) -> dict:
+        z = F.normalize(self.projector(self.backbone(torch.cat(views))), dim=1)
+        batch_index = index.repeat(len(views))
+        keys = self.queue if self.queue.shape[0] else None
+        losses = []
+        # Before the first clustering (k-means warm-up) each sample is its own cluster: SimCLR.
+        for ids in self.cluster_ids or [None]:
+            def lookup(sample_index: torch.Tensor, ids=ids) -> torch.Tensor:
+                if ids is None:
+                    return sample_index
+                return torch.where(sample_index >= 0, ids[sample_index.clamp(min=0)], -1)
+
+            key_ids = lookup(self.queue_index) if keys is not None else None
+            losses.append(cluster_info_nce(z, lookup(batch_index), self.temperature, keys, key_ids))
+        first_view = z[: index.shape[0]].detach()
+        if keys is not None:
+            self._enqueue(first_view, index)
+        return {"loss": torch.stack(losses).mean(), "z": first_view}
+
+    @torch.no_grad()
+    def _enqueue(self, z: torch.Tensor, index: torch.Tensor) -> None:
+        size, n = self.queue.shape[0], z.shape[0]
+        slots = (self.queue_pointer + torch.arange(n, device=z.device)) % size
+        self.queue[slots] = z
+        self.queue_index[slots] = index
+        self.queue_pointer.copy_((self.queue_pointer + n) % size)

@@ -1,0 +1,114 @@
+"""Cl-InfoNCE, CE and the supervised reference: loss identities and short training runs."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from selfsup_clusters.clusters import Assignments
+from selfsup_clusters.config import load_config
+from selfsup_clusters.losses import cluster_info_nce
+from selfsup_clusters.trainer import build_method, train
+from tests.conftest import TINY, needs_fashion_mnist
+
+
+def tiny_method(name, overrides=(), **kwargs):
+    cfg = load_config(overrides=[*TINY, f"method={name}", *overrides])
+    torch.manual_seed(0)
+    return build_method(cfg, 1, **kwargs)
+
+
+def test_cl_infonce_with_singleton_clusters_equals_simclr():
+    views = [torch.randn(8, 1, 28, 28) for _ in range(2)]
+    index = torch.arange(8)
+    simclr = tiny_method("simclr", ["method_args.temperature=0.1"])
+    cl = tiny_method("cl-infonce")
+    cl.load_state_dict(simclr.state_dict(), strict=False)  # the same backbone and projector; cl has a queue too
+    cl.set_clusters(Assignments(ids=[torch.arange(8)]))
+    simclr.train(), cl.train()
+    assert cl.training_step(views, index, index)["loss"].item() == pytest.approx(
+        simclr.training_step(views, index, index)["loss"].item(), rel=1e-6)
+
+
+def supcon_reference(z, labels, t):
+    """Khosla et al.'s SupCon (L_out), written as loops."""
+    total, count = 0.0, 0
+    for i in range(z.shape[0]):
+        others = [a for a in range(z.shape[0]) if a != i]
+        positives = [p for p in others if labels[p] == labels[i]]
+        if not positives:
+            continue
+        log_denominator = torch.logsumexp(torch.stack([z[i] @ z[a] / t for a in others]), 0)
+        total += -sum((z[i] @ z[p] / t - log_denominator) for p in positives) / len(positives)
+        count += 1
+    return total / count
+
+
+def test_cl_infonce_with_labels_equals_supervised_contrastive():
+    views = [torch.randn(6, 1, 28, 28) for _ in range(2)]
+    index = torch.arange(6)
+    labels = torch.tensor([0, 1, 0, 2, 1, 0])
+    cl = tiny_method("cl-infonce")
+    cl.set_clusters(Assignments(ids=[labels]))
+    cl.eval()  # BatchNorm on running statistics, so the reference sees the same embeddings
+    out = cl.training_step(views, index, labels)
+    out["loss"] = out["loss"].detach()
+    z = F.normalize(cl.projector(cl.backbone(torch.cat(views))), dim=1)
+    expected = supcon_reference(z.detach(), labels.repeat(2), 0.1)
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_cluster_info_nce_with_a_key_queue_counts_queued_positives():
+    z = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=1)
+    keys = F.normalize(torch.tensor([[1.0, 0.1], [0.0, -1.0], [5.0, 5.0]]), dim=1)
+    ids, key_ids = torch.tensor([0, 1]), torch.tensor([0, 1, -1])  # the last slot is empty
+    expected = 0.0
+    for i in range(2):
+        logits = torch.cat([z[1 - i : 2 - i] @ z[i], keys[:2] @ z[i]]) / 0.5  # contrast set without i itself
+        expected += -(logits[1 + i] - torch.logsumexp(logits, 0))  # the queued key with the same id
+    assert cluster_info_nce(z, ids, 0.5, keys, key_ids).item() == pytest.approx(expected.item() / 2, rel=1e-6)
+
+
+def test_ce_heads_are_sized_by_the_clusters_and_reset_on_reclustering():
+    ce = tiny_method("ce", ["clusters.spec=kmeans:5,7"], num_clusters=[5, 7])
+    assert [head.out_features for head in ce.heads] == [5, 7]
+    ce.set_clusters(Assignments(ids=[torch.arange(16) % 5, torch.arange(16) % 7]))
+    before = ce.heads[0].weight.clone()
+    ce.set_clusters(Assignments(ids=[torch.arange(16) % 5, torch.arange(16) % 7]))
+    assert not torch.equal(before, ce.heads[0].weight)
+
+
+@needs_fashion_mnist
+@pytest.mark.parametrize("method, clusters", [
+    ("cl-infonce", "wordnet:7"),
+    ("cl-infonce", "kmeans:8"),
+    ("ce", "wordnet:8"),
+    ("ce", "kmeans:8 clusters.every=10"),  # clustered once: re-clustering re-initialises the head
+    ("supervised", "none"),
+])
+def test_method_trains_and_lowers_its_loss(tmp_path, method, clusters):
+    out = tmp_path / "run"
+    train(load_config(overrides=[*TINY, "epochs=3", f"method={method}", *f"clusters.spec={clusters}".split(),
+                                 f"out={out}"]))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["loss"] < records[0]["loss"]
+    assert 0 <= records[-1]["knn_top1"] <= 1
+
+
+@needs_fashion_mnist
+def test_cl_infonce_with_key_queue_trains(tmp_path):
+    out = tmp_path / "run"
+    train(load_config(overrides=[*TINY, "method=cl-infonce", "clusters.spec=wordnet:8",
+                                 "method_args.key_queue=128", f"out={out}"]))
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert (state["model"]["queue_index"] >= 0).all()  # 2 epochs x 4 steps x 64 samples filled all 128 slots
+
+
+@needs_fashion_mnist
+@pytest.mark.parametrize("method", ["cl-infonce", "ce"])
+def test_cluster_methods_without_clusters_stop_with_a_clear_message(capsys, tmp_path, method):
+    from selfsup_clusters.cli import main
+
+    assert main(["train", *TINY, "--method", method, "--out", str(tmp_path / "r")]) == 2
+    assert "pass --clusters" in capsys.readouterr().err
