@@ -49,10 +49,14 @@ METHODS: dict[str, type[Method]] = {
 }
 
 
+def method_class(name: str) -> type[Method]:
+    if name not in METHODS:
+        raise UserError(f"unknown method {name!r}; choose one of: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
 def build_method(cfg: Config, in_chans: int, num_classes: int = 0, num_clusters: list[int] | None = None) -> Method:
-    if cfg.method not in METHODS:
-        raise UserError(f"unknown method {cfg.method!r}; choose one of: {', '.join(sorted(METHODS))}")
-    return METHODS[cfg.method](cfg, create_backbone(cfg.model, in_chans), num_classes=num_classes,
+    return method_class(cfg.method)(cfg, create_backbone(cfg.model, in_chans), num_classes=num_classes,
                                num_clusters=num_clusters)
 
 
@@ -124,8 +128,7 @@ def setup(cfg: Config, resume: str | Path | None = None) -> Run:
         out_dir = Path(cfg.out or f"runs/{cfg.method}-{stamp}")
         if (out_dir / "checkpoints" / "last.pt").exists():
             raise UserError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or pick another --out")
-    if cfg.method not in METHODS:  # before loading data: a typo should fail fast
-        raise UserError(f"unknown method {cfg.method!r}; choose one of: {', '.join(sorted(METHODS))}")
+    method_class(cfg.method)  # before loading data: a typo should fail fast
 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -134,7 +137,7 @@ def setup(cfg: Config, resume: str | Path | None = None) -> Run:
     data.train.images = data.train.images.to(device)
     augment = BatchAugment(cfg.augment, cfg.data.image_size, data.mean, data.std)
     cluster_source = build_clusters(cfg, data)
-    if METHODS[cfg.method].uses_clusters and cluster_source is None:
+    if method_class(cfg.method).uses_clusters and cluster_source is None:
         raise UserError(f"method {cfg.method!r} learns from clusters; pass --clusters (e.g. wordnet:7, kmeans:100, "
                         "labels)")
     method = build_method(cfg, data.channels, num_classes=len(data.class_names),

@@ -26,6 +26,7 @@ RUNS = [
     ("pcl kmeans:25,50,100", "pcl", "kmeans:25,50,100", ["clusters.warmup=1"]),
     ("cl-infonce wordnet:7 (3 clusters)", "cl-infonce", "wordnet:7", []),
     ("cl-infonce wordnet:8 (5 clusters)", "cl-infonce", "wordnet:8", []),
+    ("cl-infonce wordnet:9 (9 clusters)", "cl-infonce", "wordnet:9", []),
     ("cl-infonce kmeans:100", "cl-infonce", "kmeans:100", ["clusters.warmup=1"]),
     ("ce wordnet:8 (5 clusters)", "ce", "wordnet:8", []),
     ("supervised (labels)", "supervised", "none", []),

@@ -13,6 +13,7 @@ from selfsup_clusters.data.base import ImageDataset, Split
 from selfsup_clusters.errors import UserError
 
 DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"
+DOWNLOAD_ROOT = Path.home() / ".cache" / "selfsup-clusters" / "fashion-mnist"  # --download without --data-root
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -44,10 +45,13 @@ def _find(root: Path, stem: str) -> Path | None:
 
 
 def load_fashion_mnist(cfg: DataConfig) -> ImageDataset:
-    root = Path(cfg.root or DEBIAN_ROOT)
+    # Without --data-root: Debian's copy, else an earlier --download (the Debian folder is not ours to write to).
+    candidates = [Path(cfg.root)] if cfg.root else [Path(DEBIAN_ROOT), DOWNLOAD_ROOT]
+    root = next((r for r in candidates if _find(r, FILES["train"][0])), candidates[0])
     if cfg.download and _find(root, FILES["train"][0]) is None:
         from torchvision.datasets import FashionMNIST
 
+        root = candidates[-1]
         for train in (True, False):
             FashionMNIST(str(root), train=train, download=True)
     splits = {}
