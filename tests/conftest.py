@@ -31,3 +31,28 @@ TINY = [
 @pytest.fixture
 def tiny_overrides(tmp_path):
     return [*TINY, f"out={tmp_path / 'run'}"]
+
+
+def metrics(run_dir):
+    """The run's metrics.jsonl as a list of dicts."""
+    import json
+
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def interrupted_run(overrides, monkeypatch):
+    """Train with `overrides`, interrupted (as by Ctrl-C) right after the first epoch's checkpoint."""
+    from selfsup_clusters import trainer
+    from selfsup_clusters.config import load_config
+    from selfsup_clusters.errors import UserError
+
+    real_save = trainer.save_checkpoint
+
+    def save_then_interrupt(state, path):
+        real_save(state, path)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer, "save_checkpoint", save_then_interrupt)
+        with pytest.raises(UserError, match="--resume"):
+            trainer.train(load_config(overrides=overrides))

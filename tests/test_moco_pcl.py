@@ -1,6 +1,5 @@
 """MoCo v2 and PCL: the prototype loss, the momentum encoder, the queue, shuffle-BN, clusters, training, resume."""
 
-import json
 import math
 
 import pytest
@@ -13,7 +12,7 @@ from selfsup_clusters.config import load_config
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.losses import info_nce, proto_nce
 from selfsup_clusters.trainer import build_method, build_optimizer, train
-from tests.conftest import TINY, needs_fashion_mnist
+from tests.conftest import TINY, interrupted_run, metrics, needs_fashion_mnist
 
 BATCH = 16
 
@@ -32,10 +31,6 @@ def make_batch(seed: int = 1):
     views = [torch.randn(BATCH, 1, 28, 28, generator=generator) for _ in range(2)]
     index = torch.arange(BATCH)
     return views, index, index.clone()
-
-
-def metrics(run):
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 # --- proto_nce -------------------------------------------------------------------------------------------------
@@ -242,23 +237,12 @@ def test_pcl_without_clusters_says_to_pass_them(tmp_path):
 
 @needs_fashion_mnist
 def test_pcl_resume_gives_the_same_metrics_as_an_uninterrupted_run(tmp_path, monkeypatch):
-    from selfsup_clusters import trainer
-
     # Cluster only before epoch 0 (every=10): epoch 1 trains on the assignments the checkpoint gives back.
     overrides = [*TINY, "method=pcl", "method_args.queue_size=128", "clusters.spec=kmeans:4", "clusters.every=10"]
     train(load_config(overrides=[*overrides, f"out={tmp_path / 'straight'}"]))
 
-    real_save = trainer.save_checkpoint
-
-    def save_then_interrupt(state, path):
-        real_save(state, path)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_interrupt)
     resumed = tmp_path / "resumed"
-    with pytest.raises(UserError, match="--resume"):
-        train(load_config(overrides=[*overrides, f"out={resumed}"]))
-    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    interrupted_run([*overrides, f"out={resumed}"], monkeypatch)
     train(load_config(), resume=resumed)
 
     straight, again = metrics(tmp_path / "straight"), metrics(resumed)

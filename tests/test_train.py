@@ -8,7 +8,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from selfsup_clusters.cli import main
 from selfsup_clusters.config import load_config
 from selfsup_clusters.trainer import train
-from tests.conftest import needs_fashion_mnist
+from tests.conftest import TINY, interrupted_run, metrics, needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
 
@@ -31,31 +31,11 @@ def test_two_epochs_lower_the_loss_and_write_every_output(tiny_overrides, tmp_pa
 
 
 def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(tmp_path, monkeypatch):
-    from selfsup_clusters import trainer
-    from selfsup_clusters.errors import UserError
-    from tests.conftest import TINY
-
     train(load_config(overrides=[*TINY, f"out={tmp_path / 'straight'}"]))
-
-    # Interrupt a second, identical run right after its first checkpoint, as Ctrl-C would.
-    real_save = trainer.save_checkpoint
-
-    def save_then_interrupt(state, path):
-        real_save(state, path)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_interrupt)
     resumed = tmp_path / "resumed"
-    try:
-        train(load_config(overrides=[*TINY, f"out={resumed}"]))
-    except UserError as e:
-        assert "--resume" in str(e)
-    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
-    assert len((resumed / "metrics.jsonl").read_text().splitlines()) == 1  # epoch 0 logged and saved
+    interrupted_run([*TINY, f"out={resumed}"], monkeypatch)
+    assert len(metrics(resumed)) == 1  # epoch 0 logged and saved
     assert main(["train", "--resume", str(resumed)]) == 0
-
-    def metrics(run):
-        return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
     straight, again = metrics(tmp_path / "straight"), metrics(resumed)
     assert [r["epoch"] for r in again] == [0, 1]

@@ -1,19 +1,14 @@
 """The clustering side of the loop: k-means between epochs, fixed auxiliary clusters, statistics, resume."""
 
-import json
 
 import torch
 
 from selfsup_clusters.cli import main
 from selfsup_clusters.config import load_config
 from selfsup_clusters.trainer import train
-from tests.conftest import TINY, needs_fashion_mnist
+from tests.conftest import TINY, interrupted_run, metrics, needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
-
-
-def metrics(run):
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_kmeans_runs_from_warmup_every_epoch_and_logs_statistics(tmp_path):
@@ -48,24 +43,11 @@ def test_forward_pass_features_for_kmeans(tmp_path):
 
 def test_resume_keeps_the_saved_assignments(tmp_path, monkeypatch):
     from selfsup_clusters import trainer
-    from selfsup_clusters.errors import UserError
 
     out = tmp_path / "run"
     # Cluster only before epoch 0 (every=10), so epoch 1 must reuse the checkpoint's assignments.
-    overrides = [*TINY, "clusters.spec=kmeans:8", "clusters.every=10", f"out={out}"]
-    real_save = trainer.save_checkpoint
-
-    def save_then_interrupt(state, path):
-        real_save(state, path)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_interrupt)
-    try:
-        train(load_config(overrides=overrides))
-    except UserError:
-        pass
+    interrupted_run([*TINY, "clusters.spec=kmeans:8", "clusters.every=10", f"out={out}"], monkeypatch)
     saved = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["assignments"]
-    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
 
     seen = []
     real_setup = trainer.setup
