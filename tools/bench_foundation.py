@@ -117,8 +117,8 @@ def raw_knn(args) -> dict:
     return {"raw_pixel_knn": out}
 
 
-def trained_encoder(run_dir: Path):
-    """(method in eval mode, centre-view transform) of a finished run's checkpoint."""
+def trained_encoder(run_dir: Path, dataset):
+    """(method, centre-view transform) of a finished run's checkpoint, for images of `dataset`."""
     from omegaconf import OmegaConf
 
     from selfsup_clusters.checkpoint import load_checkpoint
@@ -126,17 +126,15 @@ def trained_encoder(run_dir: Path):
 
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), state["config"]))
-    data_cfg = load_config().data
-    dataset = load_dataset(data_cfg)
     method = build_method(cfg, dataset.channels)
     method.load_state_dict(state["model"])
     augment = BatchAugment(cfg.augment, cfg.data.image_size, dataset.mean, dataset.std)
     return method, augment
 
 
-def knn_scores(run_dir: Path, bank, test) -> dict:
+def knn_scores(run_dir: Path, dataset, bank, test) -> dict:
     """kNN top-1 of a finished run at the reference protocol (k=20, T=0.07) and the default (k=200, T=0.1)."""
-    method, augment = trained_encoder(run_dir)
+    method, augment = trained_encoder(run_dir, dataset)
 
     def encode(images):
         return extract_features(method.features, images, augment.center, 1024, "cpu", [method])
@@ -151,7 +149,7 @@ def quality(args) -> dict:
     data = load_dataset(load_config().data)
     final = json.loads((Path(args.run) / "final.json").read_text())
     out = {"run": args.run, "epochs": final["epochs"], "train_time_s": final["train_time_s"],
-           **knn_scores(Path(args.run), data.train, data.test)}
+           **knn_scores(Path(args.run), data, data.train, data.test)}
     print(f"{args.run}: kNN top-1 {out['knn_k20_t0.07']:.4f} (k=20, T=0.07), {out['knn_k200_t0.1']:.4f} "
           f"(k=200, T=0.1) after {final['epochs']} epochs, {final['train_time_s'] / 60:.1f} min")
     return {f"quality:{Path(args.run).name}": out}
@@ -185,7 +183,7 @@ def stems(args) -> dict:
             train(load_config(overrides=[*overrides, f"data.subset={subset}", f"out={run_dir}"]))
         final = json.loads((run_dir / "final.json").read_text())
         out[stem] = {"images_per_s": images_per_s, "train_images": subset, "train_time_s": final["train_time_s"],
-                     **knn_scores(run_dir, bank, test)}
+                     **knn_scores(run_dir, full, bank, test)}
         print(f"stem={stem}: {images_per_s:.0f} img/s, {subset} images in {final['train_time_s'] / 60:.1f} min "
               f"-> kNN top-1 {out[stem]['knn_k20_t0.07']:.4f} (k=20, T=0.07; bank 10k, test 2k)", flush=True)
     return {"stems": out}
