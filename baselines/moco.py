@@ -12,6 +12,7 @@ from torch import nn
 from selfsup_clusters.backbones import projection_head
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.losses import info_nce
+from selfsup_clusters.memory import ring_write
 from selfsup_clusters.method import Method
 
 
@@ -80,11 +81,7 @@ class MoCo(Method):
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
         """Overwrite the oldest keys with (B, d) `keys`, wrapping around the end of the queue."""
-        size = self.queue.shape[0]
-        keys = keys[-size:]  # a batch larger than the queue keeps only its last keys
-        slots = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % size
-        self.queue[slots] = keys.to(self.queue.dtype)
-        self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
+        ring_write(self.queue_ptr, [self.queue], [keys])
 
     def contrast(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries (B, d), keys (B, d) and InfoNCE against the queue; the keys then enter the queue."""

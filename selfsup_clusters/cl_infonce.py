@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from selfsup_clusters.backbones import projection_head
 from selfsup_clusters.losses import cluster_info_nce
+from selfsup_clusters.memory import ring_write
 from selfsup_clusters.method import Method
 
 
@@ -55,13 +56,5 @@ class ClInfoNCE(Method):
             losses.append(cluster_info_nce(z, lookup(batch_index), self.temperature, keys, key_ids))
         first_view = z[: index.shape[0]].detach()
         if keys is not None:
-            self._enqueue(first_view, index)
+            ring_write(self.queue_pointer, [self.queue, self.queue_index], [first_view, index])
         return {"loss": torch.stack(losses).mean(), "z": first_view}
-
-    @torch.no_grad()
-    def _enqueue(self, z: torch.Tensor, index: torch.Tensor) -> None:
-        size, n = self.queue.shape[0], z.shape[0]
-        slots = (self.queue_pointer + torch.arange(n, device=z.device)) % size
-        self.queue[slots] = z
-        self.queue_index[slots] = index
-        self.queue_pointer.copy_((self.queue_pointer + n) % size)

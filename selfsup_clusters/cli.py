@@ -10,16 +10,16 @@ from selfsup_clusters.errors import UserError
 
 # Flags that are shorthands for config keys.
 TRAIN_FLAGS = {
-    "method": ("method", str),
-    "dataset": ("data.name", str),
-    "data_root": ("data.root", str),
-    "backbone": ("model.backbone", str),
-    "epochs": ("epochs", int),
-    "batch_size": ("batch_size", int),
-    "subset": ("data.subset", int),
-    "seed": ("seed", int),
-    "clusters": ("clusters.spec", str),
-    "out": ("out", str),
+    "method": "method",
+    "dataset": "data.name",
+    "data_root": "data.root",
+    "backbone": "model.backbone",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "subset": "data.subset",
+    "seed": "seed",
+    "clusters": "clusters.spec",
+    "out": "out",
 }
 
 
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_overrides(args: argparse.Namespace) -> list[str]:
-    overrides = [f"{key}={getattr(args, flag)}" for flag, (key, _) in TRAIN_FLAGS.items()
+    overrides = [f"{key}={getattr(args, flag)}" for flag, key in TRAIN_FLAGS.items()
                  if getattr(args, flag, None) is not None]
     if getattr(args, "download", False):
         overrides.append("data.download=true")

@@ -25,3 +25,16 @@ class MemoryBank:
             raise ValueError(f"memory bank shape {tuple(state['features'].shape)} != {tuple(self.features.shape)}")
         self.features.copy_(state["features"])
         self.seen.copy_(state["seen"])
+
+
+@torch.no_grad()
+def ring_write(pointer: torch.Tensor, buffers: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+    """FIFO queues as ring buffers: write the rows of each value (n, ...) into its buffer (size, ...) from `pointer`
+    on, wrapping around the end, and advance the 0-d `pointer` in place. A batch larger than the buffer keeps its
+    last `size` rows, so no slot is written twice."""
+    size = buffers[0].shape[0]
+    n = min(values[0].shape[0], size)
+    slots = (pointer + torch.arange(n, device=pointer.device)) % size
+    for buffer, value in zip(buffers, values, strict=True):
+        buffer[slots] = value[-n:].to(buffer.dtype)
+    pointer.copy_((pointer + n) % size)

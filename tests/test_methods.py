@@ -112,3 +112,13 @@ def test_cluster_methods_without_clusters_stop_with_a_clear_message(capsys, tmp_
 
     assert main(["train", *TINY, "--method", method, "--out", str(tmp_path / "r")]) == 2
     assert "pass --clusters" in capsys.readouterr().err
+
+
+def test_ring_write_wraps_and_keeps_the_last_rows_of_an_oversized_batch():
+    from selfsup_clusters.memory import ring_write
+
+    queue, index, pointer = torch.zeros(4, 2), torch.full((4,), -1), torch.tensor(3)
+    ring_write(pointer, [queue, index], [torch.ones(2, 2), torch.tensor([7, 8])])
+    assert index.tolist() == [8, -1, -1, 7] and int(pointer) == 1
+    ring_write(pointer, [queue, index], [torch.zeros(6, 2), torch.arange(6)])  # more rows than slots
+    assert sorted(index.tolist()) == [2, 3, 4, 5] and int(pointer) == 1
