@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -12,27 +12,19 @@ from torch import nn
 @torch.no_grad()
 def extract_features(
     encode: Callable[[torch.Tensor], torch.Tensor],
-    images: torch.Tensor,
-    prepare: Callable[[torch.Tensor], torch.Tensor],
-    batch_size: int = 1024,
-    device: torch.device | str = "cpu",
+    batches: Iterable[torch.Tensor],
     modules: list[nn.Module] | None = None,
 ) -> torch.Tensor:
-    """L2-normalised features of a uint8 image tensor, (N, D) float32 on the CPU.
+    """L2-normalised features of every batch of network input (e.g. `Batches.eval`), (N, D) float32 on the CPU.
 
-    `prepare` turns a uint8 batch into network input (the centre view); the `modules` are put in eval mode for
-    the pass (BatchNorm uses running statistics) and restored afterwards.
+    The `modules` are put in eval mode for the pass (BatchNorm uses running statistics) and restored afterwards.
     """
     modules = modules or []
     was_training = [m.training for m in modules]
     for m in modules:
         m.eval()
     try:
-        chunks = []
-        for start in range(0, images.shape[0], batch_size):
-            x = prepare(images[start : start + batch_size].to(device))
-            chunks.append(F.normalize(encode(x).float(), dim=1).cpu())
-        return torch.cat(chunks)
+        return torch.cat([F.normalize(encode(x).float(), dim=1).cpu() for x in batches])
     finally:
         for m, mode in zip(modules, was_training, strict=True):
             m.train(mode)

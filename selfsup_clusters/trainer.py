@@ -33,6 +33,7 @@ from selfsup_clusters.clusters import (
 from selfsup_clusters.config import Config, to_dict, to_yaml, validate
 from selfsup_clusters.data import ImageDataset, load_dataset
 from selfsup_clusters.data.augment import BatchAugment
+from selfsup_clusters.data.loader import InMemoryBatches, make_batches
 from selfsup_clusters.errors import UserError, first_line
 from selfsup_clusters.evaluate import extract_features, weighted_knn
 from selfsup_clusters.logger import RunLogger
@@ -106,6 +107,7 @@ class Run:
     device: torch.device
     data: ImageDataset
     augment: BatchAugment
+    batches: InMemoryBatches
     method: Method
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -134,8 +136,8 @@ def setup(cfg: Config, resume: str | Path | None = None) -> Run:
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.data)
-    data.train.images = data.train.images.to(device)
     augment = BatchAugment(cfg.augment, cfg.data.image_size, data.mean, data.std)
+    batches = make_batches(data, augment, device)
     cluster_source = build_clusters(cfg, data)
     if method_class(cfg.method).uses_clusters and cluster_source is None:
         raise UserError(f"method {cfg.method!r} learns from clusters; pass --clusters (e.g. wordnet:7, kmeans:100, "
@@ -147,7 +149,7 @@ def setup(cfg: Config, resume: str | Path | None = None) -> Run:
     steps_per_epoch = max(1, len(data.train) // cfg.batch_size)
     optimizer, scheduler = build_optimizer(cfg, method, steps_per_epoch)
     memory = MemoryBank(len(data.train), method.embedding_dim, device, seed=cfg.seed)
-    run = Run(cfg, out_dir, device, data, augment, method, optimizer, scheduler, memory, steps_per_epoch,
+    run = Run(cfg, out_dir, device, data, augment, batches, method, optimizer, scheduler, memory, steps_per_epoch,
               cluster_source)
     if checkpoint is not None:
         try:
@@ -198,8 +200,8 @@ def update_clusters(run: Run, epoch: int, logger: RunLogger) -> list[dict]:
         if run.cfg.clusters.features == "memory" and bool(run.memory.seen.all()):
             features = run.memory.features
         else:
-            features = extract_features(run.method.embed, run.data.train.images, run.augment.center,
-                                        run.cfg.eval.batch_size, run.device, modules=[run.method])
+            features = extract_features(run.method.embed, run.batches.eval(run.data.train, run.cfg.eval.batch_size),
+                                        modules=[run.method])
     start = time.perf_counter()
     run.assignments = run.cluster_source.assign(features)
     seconds = time.perf_counter() - start
@@ -230,13 +232,13 @@ def train_epoch(run: Run, epoch: int, logger: RunLogger) -> dict:
     start = time.perf_counter()
     bar = tqdm(range(run.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                disable=not cfg.log.progress, dynamic_ncols=True)
+    batches = run.batches.train(train, order, batch_size, generator)
     for step in bar:
         t0 = time.perf_counter()
-        index = order[step * batch_size : (step + 1) * batch_size]
-        views = run.augment.views(train.images[index], generator)
+        views, index, labels = next(batches)
         data_time += time.perf_counter() - t0
 
-        out = method.training_step(views, index, train.labels[index.cpu()].to(run.device))
+        out = method.training_step(views, index, labels)
         run.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         run.optimizer.step()
@@ -264,11 +266,11 @@ def train_epoch(run: Run, epoch: int, logger: RunLogger) -> dict:
 
 def evaluate_knn(run: Run) -> dict:
     cfg, data = run.cfg, run.data
-    def encode(images: torch.Tensor) -> torch.Tensor:
-        return extract_features(run.method.features, images, run.augment.center, cfg.eval.batch_size, run.device,
+    def encode(split) -> torch.Tensor:
+        return extract_features(run.method.features, run.batches.eval(split, cfg.eval.batch_size),
                                 modules=[run.method])
 
-    train_features, test_features = encode(data.train.images), encode(data.test.images)
+    train_features, test_features = encode(data.train), encode(data.test)
     top1 = weighted_knn(train_features, data.train.labels, test_features, data.test.labels,
                         k=cfg.eval.knn_k, temperature=cfg.eval.knn_t)
     return {"knn_top1": top1, "knn_k": cfg.eval.knn_k, "knn_t": cfg.eval.knn_t}

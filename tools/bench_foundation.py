@@ -23,6 +23,7 @@ from torchvision.transforms import v2
 from selfsup_clusters.config import load_config
 from selfsup_clusters.data import load_dataset
 from selfsup_clusters.data.augment import BatchAugment
+from selfsup_clusters.data.loader import InMemoryBatches
 from selfsup_clusters.evaluate import extract_features, raw_pixel_knn, weighted_knn
 from selfsup_clusters.trainer import build_method, build_optimizer, epoch_generator
 
@@ -136,10 +137,12 @@ def knn_scores(run_dir: Path, dataset, bank, test) -> dict:
     """kNN top-1 of a finished run at the reference protocol (k=20, T=0.07) and the default (k=200, T=0.1)."""
     method, augment = trained_encoder(run_dir, dataset)
 
-    def encode(images):
-        return extract_features(method.features, images, augment.center, 1024, "cpu", [method])
+    batches = InMemoryBatches(augment, torch.device("cpu"))
 
-    bank_features, test_features = encode(bank.images), encode(test.images)
+    def encode(split):
+        return extract_features(method.features, batches.eval(split, 1024), [method])
+
+    bank_features, test_features = encode(bank), encode(test)
     return {f"knn_k{k}_t{t}": weighted_knn(bank_features, bank.labels, test_features, test.labels, k, t)
             for k, t in ((20, 0.07), (200, 0.1))}
 
