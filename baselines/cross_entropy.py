@@ -44,7 +44,9 @@ class ClusterCrossEntropy(Method):
     def classify(self, views: list[torch.Tensor], targets: list[torch.Tensor]) -> dict:
         """Mean cross-entropy of each head against its (B,) targets, over every view."""
         h = self.backbone(torch.cat(views))
-        losses = [F.cross_entropy(head(h), t.repeat(len(views))) for head, t in zip(self.heads, targets, strict=True)]
+        # float32 logits: under bf16 autocast the softmax would keep about three significant digits
+        losses = [F.cross_entropy(head(h).float(), t.repeat(len(views)))
+                  for head, t in zip(self.heads, targets, strict=True)]
         return {"loss": torch.stack(losses).mean(), "z": F.normalize(h[: targets[0].shape[0]].detach(), dim=1)}
 
     @torch.no_grad()
@@ -57,12 +59,10 @@ class Supervised(ClusterCrossEntropy):
 
     name = "supervised"
     uses_clusters = False
+    needs_labels = True
 
     def head_sizes(self) -> list[int]:
         return [self.num_classes]
 
     def training_step(self, views: list[torch.Tensor], index: torch.Tensor, label: torch.Tensor) -> dict:
-        if (label < 0).any():
-            raise UserError("method 'supervised' needs a label for every training image; this data has unlabelled "
-                            "ones - use a self-supervised method")
         return self.classify(views, [label])

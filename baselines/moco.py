@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup_clusters import distributed
 from selfsup_clusters.backbones import projection_head
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.losses import info_nce
@@ -29,8 +30,9 @@ class MoCo(Method):
     Shuffle-BN on one device: each encoder runs on `shuffle_bn_splits` chunks of the batch, as if each chunk were
     a GPU. Queries go in contiguous chunks, keys in chunks of a random permutation (undone afterwards), so query b
     and key b are normalised with BatchNorm statistics of different samples; otherwise the model can find its
-    positive through the batch statistics they share. `shuffle_bn_splits=1` turns it off. Under DDP with SyncBN
-    this emulation is unnecessary; with per-GPU BN the official code shuffles keys across GPUs instead.
+    positive through the batch statistics they share. `shuffle_bn_splits=1` turns it off. Under torchrun each rank
+    does the same on its own slice of the batch (keys are shuffled within a rank, not across ranks as the official
+    code does); with model.sync_bn each chunk's statistics cover the same chunk of every rank.
 
     The key encoder's weights follow the query encoder's by EMA in `after_step`; its BatchNorm running statistics
     come from its own forward passes (it runs in train mode), as in the official code. "z" is the key, so the
@@ -45,9 +47,10 @@ class MoCo(Method):
         args = cfg.method_args
         if args.queue_size < 1:
             raise UserError(f"method {self.name!r} needs method_args.queue_size >= 1 (got {args.queue_size})")
-        if not 1 <= args.shuffle_bn_splits <= cfg.batch_size // 2:
+        if not 1 <= args.shuffle_bn_splits <= cfg.batch_size // distributed.world_size() // 2:
             raise UserError(f"method_args.shuffle_bn_splits={args.shuffle_bn_splits} needs 1 <= splits <= "
-                            f"batch_size/2 (BatchNorm needs 2 samples per chunk); lower it or raise batch_size")
+                            f"batch_size/2 per process (BatchNorm needs 2 samples per chunk); lower it or raise "
+                            "batch_size")
         self.momentum = args.momentum
         self.splits = args.shuffle_bn_splits
         self.projector = projection_head(self.feature_dim, cfg.model.proj_hidden_dim, cfg.model.proj_dim)
@@ -80,8 +83,9 @@ class MoCo(Method):
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
-        """Overwrite the oldest keys with (B, d) `keys`, wrapping around the end of the queue."""
-        ring_write(self.queue_ptr, [self.queue], [keys])
+        """Overwrite the oldest keys with (B, d) `keys` of every rank (the global batch, so the queues of all ranks
+        stay equal), wrapping around the end of the queue."""
+        ring_write(self.queue_ptr, [self.queue], [distributed.all_gather(keys)])
 
     def contrast(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries (B, d), keys (B, d) and InfoNCE against the queue; the keys then enter the queue."""

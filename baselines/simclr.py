@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from selfsup_clusters import distributed
 from selfsup_clusters.backbones import projection_head
-from selfsup_clusters.losses import nt_xent
+from selfsup_clusters.losses import cluster_info_nce, nt_xent
 from selfsup_clusters.method import Method
 
 
@@ -20,5 +21,13 @@ class SimCLR(Method):
 
     def training_step(self, views: list[torch.Tensor], index: torch.Tensor, label: torch.Tensor) -> dict:
         z = F.normalize(self.projector(self.backbone(torch.cat(views))), dim=1)
-        loss = nt_xent(z, self.temperature, num_views=len(views))
+        if not distributed.enabled():
+            loss = nt_xent(z, self.temperature, num_views=len(views))
+        else:
+            # Under torchrun the other ranks' views (gathered with their gradient) are further negatives; ids are the
+            # sample indices, so each anchor's positive is its own other view wherever it was computed.
+            ids = index.repeat(len(views))
+            keys = distributed.other_ranks(distributed.all_gather(z, with_grad=True))
+            key_ids = distributed.other_ranks(distributed.all_gather(ids))
+            loss = cluster_info_nce(z, ids, self.temperature, keys, key_ids)
         return {"loss": loss, "z": z[: index.shape[0]].detach()}

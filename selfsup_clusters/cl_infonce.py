@@ -8,6 +8,11 @@ With several clusterings (kmeans:K1,K2) the loss is the mean over them.
 Optionally (method_args.key_queue > 0) a FIFO queue of past embeddings, stored with their sample indices, joins
 the contrast set, so positives and negatives are not limited to the batch. Cluster ids of queued keys are looked
 up in the current assignments, so they stay right after k-means re-clusters.
+
+Under torchrun each rank's anchors are its slice of the global batch, contrasted with every rank's views (gathered
+with their gradient); DistributedDataParallel averages the ranks' gradients, so a step's gradient is that of the
+loss over the whole global batch (each anchor has its other view as a positive, so every rank counts all of its
+anchors).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from selfsup_clusters import distributed
 from selfsup_clusters.backbones import projection_head
 from selfsup_clusters.losses import cluster_info_nce
 from selfsup_clusters.memory import ring_write
@@ -44,6 +50,14 @@ class ClInfoNCE(Method):
         z = F.normalize(self.projector(self.backbone(torch.cat(views))), dim=1)
         batch_index = index.repeat(len(views))
         keys = self.queue if self.queue.shape[0] else None
+        key_index = self.queue_index if keys is not None else None
+        if distributed.enabled():
+            # The other ranks' views (with their gradient) and sample indices join the keys; their cluster ids are
+            # looked up like the queue's, in the same assignments every rank holds.
+            other_z = distributed.other_ranks(distributed.all_gather(z, with_grad=True))
+            other_index = distributed.other_ranks(distributed.all_gather(batch_index))
+            keys = other_z if keys is None else torch.cat([other_z, keys])
+            key_index = other_index if key_index is None else torch.cat([other_index, key_index])
         losses = []
         # Before the first clustering (k-means warm-up) each sample is its own cluster: SimCLR.
         for ids in self.cluster_ids or [None]:
@@ -52,9 +66,10 @@ class ClInfoNCE(Method):
                     return sample_index
                 return torch.where(sample_index >= 0, ids[sample_index.clamp(min=0)], -1)
 
-            key_ids = lookup(self.queue_index) if keys is not None else None
+            key_ids = lookup(key_index) if keys is not None else None
             losses.append(cluster_info_nce(z, lookup(batch_index), self.temperature, keys, key_ids))
         first_view = z[: index.shape[0]].detach()
-        if keys is not None:
-            ring_write(self.queue_pointer, [self.queue, self.queue_index], [first_view, index])
+        if self.queue.shape[0]:  # every rank enqueues the whole global batch, so the queues stay equal
+            ring_write(self.queue_pointer, [self.queue, self.queue_index],
+                       [distributed.all_gather(first_view), distributed.all_gather(index)])
         return {"loss": torch.stack(losses).mean(), "z": first_view}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from selfsup_clusters.errors import UserError
 
@@ -29,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one method; key=value overrides any config field")
     train.add_argument("--config", help="YAML config (default: configs/fashion_mnist.yaml)")
     train.add_argument("--method", help="simclr, ... (see the README)")
-    train.add_argument("--dataset", help="dataset name (default fashion-mnist)")
+    train.add_argument("--dataset", help="fashion-mnist (default), cifar10, cifar100, stl10, imagefolder:PATH, "
+                                         "csv:PATH")
     train.add_argument("--data-root", help="folder holding the dataset files")
     train.add_argument("--download", action="store_true", help="download the dataset if it is missing")
     train.add_argument("--backbone", help="timm model name (default resnet18)")
@@ -37,10 +39,44 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int)
     train.add_argument("--subset", type=int, help="train on the first N training images")
     train.add_argument("--seed", type=int)
-    train.add_argument("--clusters", metavar="SPEC", help="none, labels, kmeans:K[,K2..], wordnet:LEVEL, attributes:K")
+    train.add_argument("--clusters", metavar="SPEC", help="none, labels, superclass, kmeans:K[,K2..], wordnet:LEVEL, "
+                                                          "attributes:K, merge:K, split:M")
     train.add_argument("--out", help="run folder (default runs/<method>-<timestamp>)")
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from checkpoints/last.pt")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=0.3 model.stem=small")
+
+    compare = sub.add_parser("compare", help="train several methods with the same options and tabulate them")
+    compare.add_argument("--methods", default="simclr,cl-infonce", help="comma list (default simclr,cl-infonce)")
+    compare.add_argument("--clusters-for", metavar="M=SPEC,...",
+                         help="cluster source per method, e.g. cl-infonce=wordnet:8,pcl=kmeans:25,50,100; "
+                              "'|' gives one method several rows: cl-infonce=wordnet:7|wordnet:9")
+    compare.add_argument("--seeds", type=int, default=1, help="seeds per method: --seed, --seed+1, ... (default 1)")
+    compare.add_argument("--out", required=True, help="folder for every run and the results")
+    for flag in ("--config", "--dataset", "--data-root", "--backbone", "--clusters"):
+        compare.add_argument(flag)
+    for flag in ("--epochs", "--batch-size", "--subset", "--seed"):
+        compare.add_argument(flag, type=int)
+    compare.add_argument("overrides", nargs="*", metavar="key=value", help="shared by every run")
+
+    analyze = sub.add_parser("analyze", help="cl-infonce on every cluster level: accuracy against I(Z;T), H(Z|T)")
+    analyze.add_argument("--out", required=True, help="folder for every run and analysis.csv/.md/.png")
+    analyze.add_argument("--synthetic", default="", metavar="SPECS",
+                         help="also train on synthetic clusters from the labels, e.g. merge:2,merge:5,split:2,split:4")
+    analyze.add_argument("--seeds", type=int, default=1)
+    for flag in ("--config", "--dataset", "--data-root", "--backbone"):
+        analyze.add_argument(flag)
+    for flag in ("--epochs", "--batch-size", "--subset", "--seed"):
+        analyze.add_argument(flag, type=int)
+    analyze.add_argument("overrides", nargs="*", metavar="key=value", help="shared by every run")
+
+    evaluate = sub.add_parser("eval", help="evaluate a checkpoint: kNN, linear probe, cluster quality (default all)")
+    evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help="e.g. runs/RUN/checkpoints/last.pt")
+    evaluate.add_argument("--knn", action="store_true", help="weighted kNN top-1 (eval.knn_k, eval.knn_t)")
+    evaluate.add_argument("--linear", action="store_true", help="linear probe top-1 on frozen features")
+    evaluate.add_argument("--clusters", action="store_true", help="k-means (K = classes) on test features: NMI/AMI/ARI")
+    evaluate.add_argument("--subset", type=int, help="use the first N training images (default: all)")
+    evaluate.add_argument("--test-subset", type=int, help="use the first N test images (default: all)")
+    evaluate.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. eval.knn_k=20 eval.knn_t=0.07")
 
     clusters = sub.add_parser("clusters", help="print cluster statistics (H, I, NMI, AMI) of every auxiliary level")
     clusters.add_argument("--config", help="YAML config (default: configs/fashion_mnist.yaml)")
@@ -48,6 +84,27 @@ def build_parser() -> argparse.ArgumentParser:
     clusters.add_argument("--data-root")
     clusters.add_argument("--subset", type=int, help="use the first N training images")
     clusters.add_argument("overrides", nargs="*", metavar="key=value")
+
+    bench = sub.add_parser("bench", help="measure training images/s, MFU, k-means and kNN time on this machine")
+    bench.add_argument("--method", help="one method (overrides --methods)")
+    bench.add_argument("--methods", default="simclr,cl-infonce", help="comma-separated (default simclr,cl-infonce)")
+    bench.add_argument("--clusters", default="labels", metavar="SPEC", help="for methods that use clusters")
+    bench.add_argument("--backbone", default="resnet18")
+    bench.add_argument("--batch-size", type=int, default=256)
+    bench.add_argument("--steps", type=int, default=20, help="timed training steps per method")
+    bench.add_argument("--warmup-steps", type=int, default=3)
+    bench.add_argument("--image-size", type=int, default=28)
+    bench.add_argument("--precision", default="auto", help="auto, fp32 or bf16")
+    bench.add_argument("--device", default="auto")
+    bench.add_argument("--dataset", default="fashion-mnist", help="a dataset name, or synthetic (random images)")
+    bench.add_argument("--channels", type=int, default=1, help="channels of --dataset synthetic")
+    bench.add_argument("--kmeans-n", type=int, default=60000)
+    bench.add_argument("--kmeans-d", type=int, default=128)
+    bench.add_argument("--kmeans-ks", default="100,1000")
+    bench.add_argument("--knn-train", type=int, default=60000)
+    bench.add_argument("--knn-test", type=int, default=10000)
+    bench.add_argument("--out", default="bench_out/bench.json", help="JSON file (default bench_out/bench.json)")
+    bench.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. model.compile=true")
     return parser
 
 
@@ -60,6 +117,7 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from selfsup_clusters import distributed
     from selfsup_clusters.config import load_config
     from selfsup_clusters.trainer import train
 
@@ -71,9 +129,54 @@ def cmd_train(args: argparse.Namespace) -> int:
         final = train(load_config(), resume=args.resume)
     else:
         final = train(load_config(args.config, overrides))
-    summary = {k: final[k] for k in ("knn_top1", "knn_k", "knn_t", "loss", "images_per_s", "train_time_s")
-               if k in final}
-    print(f"done: {final['out_dir']}  " + json.dumps(summary))
+    keys = ("knn_top1", "knn_k", "knn_t", "linear_top1", "nmi", "loss", "images_per_s", "train_time_s")
+    summary = {k: final[k] for k in keys if k in final}
+    if distributed.is_main():  # under torchrun: once, from rank 0
+        print(f"done: {final['out_dir']}  " + json.dumps(summary))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from selfsup_clusters.compare import compare, parse_clusters_for
+    from selfsup_clusters.config import load_config
+
+    overrides = [o for o in config_overrides(args) if not o.startswith("out=")]
+    base = load_config(args.config, overrides)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.seeds < 1:
+        raise UserError("--seeds must be at least 1")
+    table, failures = compare(base, methods, parse_clusters_for(args.clusters_for), args.seeds, Path(args.out))
+    print(table)
+    print(f"written to {args.out}/results.csv, results.md, results.png; tensorboard --logdir {args.out}")
+    return 1 if failures else 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from selfsup_clusters.analyze import analyze
+    from selfsup_clusters.config import load_config
+
+    base = load_config(args.config, [o for o in config_overrides(args) if not o.startswith("out=")])
+    if args.seeds < 1:
+        raise UserError("--seeds must be at least 1")
+    synthetic = [spec.strip() for spec in args.synthetic.split(",") if spec.strip()]
+    report, failures = analyze(base, synthetic, args.seeds, Path(args.out))
+    print(report)
+    print(f"written to {args.out}/analysis.csv, analysis.md, analysis.png")
+    return 1 if failures else 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from selfsup_clusters.trainer import evaluate_checkpoint
+
+    every = not (args.knn or args.linear or args.clusters)
+    overrides = list(args.overrides)
+    overrides += [f"data.subset={args.subset}"] if args.subset else []
+    overrides += [f"data.test_subset={args.test_subset}"] if args.test_subset else []
+    results = evaluate_checkpoint(args.checkpoint, knn=every or args.knn, linear=every or args.linear,
+                                  clusters=every or args.clusters, overrides=overrides)
+    for key, value in results.items():
+        print(f"{key:>14}  {value:.4f}" if isinstance(value, float) else f"{key:>14}  {value}")
+    print(f"written to {Path(args.checkpoint).parent / 'eval.json'}")
     return 0
 
 
@@ -85,14 +188,23 @@ def cmd_clusters(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, config_overrides(args))
     data = load_dataset(cfg.data)
     rows = statistics_table(data.train.labels, data.class_names, wnids=data.wnids, attributes=data.train.attributes,
-                            attribute_names=data.attribute_names or None, wordnet_dir=cfg.clusters.wordnet_dir)
+                            attribute_names=data.attribute_names or None, wordnet_dir=cfg.clusters.wordnet_dir,
+                            superclasses=data.superclasses, superclass_names=data.superclass_names)
     print(f"{cfg.data.name}: {len(data.train)} training images, {len(data.class_names)} classes; "
           "H, I in bits (T = class label)")
     print(format_table(rows))
     return 0
 
 
-COMMANDS = {"train": cmd_train, "clusters": cmd_clusters}
+def cmd_bench(args: argparse.Namespace) -> int:
+    from selfsup_clusters.bench import run_bench
+
+    run_bench(args)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "compare": cmd_compare, "analyze": cmd_analyze, "eval": cmd_eval,
+            "clusters": cmd_clusters, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,16 +15,33 @@ from selfsup_clusters.errors import UserError, first_line
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"  # the repository's configs/ (editable install)
 DEFAULT_CONFIG = CONFIG_DIR / "fashion_mnist.yaml"
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class CsvConfig:
+    """Columns of a `csv:PATH` dataset: a table of image paths (relative to data.root) with a class, an optional
+    train/test split and attribute columns (see data/csv_table.py)."""
+
+    path_column: str = "path"
+    class_column: str | None = "class"  # None: a dataset without labels (kNN evaluation off)
+    split_column: str = "split"  # values train/test; a table without this column gets a seeded 80/20 split
+    attribute_columns: list[str] | None = None  # None: every column except path, class and split
 
 
 @dataclass
 class DataConfig:
+    # fashion-mnist, cifar10, cifar100, stl10, imagefolder:PATH, csv:PATH (see data/__init__.py)
     name: str = "fashion-mnist"
     root: str | None = None  # None: the dataset's default location (Debian's package for Fashion-MNIST)
     download: bool = False  # fetch the dataset if missing (never done otherwise)
     subset: int | None = None  # train on the first N training images
     test_subset: int | None = None  # evaluate on the first N test images (None: all)
     image_size: int = 28  # the size the network sees; images are resized on the fly when it differs
+    num_workers: int = 4  # image folders and CSV tables: DataLoader processes decoding images (0: the main process)
+    unlabeled: bool = True  # stl10: pre-train on its 100,000 unlabeled images (label -1) too, beside the 5,000 labelled
+    wnid_map: str | None = None  # imagefolder/csv: a CSV `class,wnid` giving class names WordNet ids (wordnet:LEVEL)
+    csv: CsvConfig = field(default_factory=CsvConfig)
 
 
 @dataclass
@@ -40,6 +57,8 @@ class AugmentConfig:
     contrast: float = 0.4
     saturation: float = 0.4  # colour images only
     grayscale_prob: float = 0.2  # colour images only
+    hue: float = 0.1  # image folders and CSV tables only (per-image torchvision pipeline)
+    blur_prob: float = 0.5  # image folders and CSV tables only: Gaussian blur, kernel ~10% of the image size
 
 
 @dataclass
@@ -49,6 +68,8 @@ class ModelConfig:
     proj_hidden_dim: int = 2048
     proj_dim: int = 128
     channels_last: bool = True  # NHWC memory layout: measured ~15% faster for ResNets on this CPU
+    compile: bool = False  # torch.compile the backbone (a minute or more of compiling first; pays off on GPUs)
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (all ranks), not per rank
 
 
 @dataclass
@@ -77,7 +98,7 @@ class MethodConfig:
 class ClusterConfig:
     """Where cluster ids come from and when k-means re-runs (see selfsup_clusters/clusters/)."""
 
-    spec: str = "none"  # none | labels | kmeans:K[,K2,...] | wordnet:LEVEL | attributes:K
+    spec: str = "none"  # none | labels | superclass | kmeans:K[,K2,...] | wordnet:LEVEL | attributes:K
     warmup: int = 0  # first epoch (0-based) that k-means runs before; earlier epochs train without clusters
     every: int = 1  # re-run k-means before every N-th epoch from `warmup` on
     # k-means input: "memory" (the memory bank; a fresh pass until every sample has been seen once) or "forward"
@@ -97,6 +118,11 @@ class EvalConfig:
     knn_k: int = 200
     knn_t: float = 0.1
     batch_size: int = 1024
+    linear: bool = True  # after the last epoch: the linear probe on frozen features (see evaluate.linear_probe)
+    cluster_metrics: bool = True  # after the last epoch: k-means (K = classes) on test features, NMI/AMI/ARI
+    projector: int = 1000  # after the last epoch: this many test images to TensorBoard's projector (0 = off)
+    # > 0: the linear probe trains on this many epochs of augmented views through the frozen backbone instead
+    linear_augmented_epochs: int = 0
 
 
 @dataclass
@@ -113,6 +139,9 @@ class Config:
     epochs: int = 10
     batch_size: int = 256
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    # "fp32", "bf16" (autocast of forward passes; losses stay float32) or "auto": bf16 on CUDA GPUs and on CPUs
+    # with AVX512-BF16 or AMX, else fp32. The run's final.json records the one used.
+    precision: str = "auto"
     out: str | None = None  # None: runs/<method>-<timestamp>
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -134,7 +163,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         merged = OmegaConf.merge(schema, OmegaConf.load(path))
     except OmegaConfBaseException as e:
         raise UserError(f"{path}: {_describe(e)}") from None
-    for item in overrides or []:
+    return merge_overrides(merged, overrides or [])
+
+
+def merge_overrides(merged, overrides: list[str]) -> Config:
+    """Apply dotted `key=value` overrides to a structured OmegaConf config and validate the result."""
+    for item in overrides:
         if "=" not in item:
             raise UserError(f"override {item!r} is not of the form key=value (e.g. optim.lr=0.1)")
         try:
@@ -166,6 +200,7 @@ def validate(cfg: Config) -> None:
         (cfg.eval.knn_k >= 1, "eval.knn_k must be >= 1"),
         (cfg.clusters.features in ("memory", "forward"), "clusters.features must be 'memory' or 'forward'"),
         (cfg.clusters.every >= 1 and cfg.clusters.warmup >= 0, "clusters.every must be >= 1, clusters.warmup >= 0"),
+        (cfg.precision in PRECISIONS, f"precision={cfg.precision!r}; use one of {', '.join(PRECISIONS)}"),
     ]
     for ok, message in checks:
         if not ok:

@@ -9,3 +9,7 @@ def first_line(error: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message, for wrapping a library error into a UserError."""
     lines = str(error).strip().splitlines()
     return (lines[0] if lines else type(error).__name__)[:limit]
+
+
+class Interrupted(UserError):
+    """Ctrl-C during training: the last finished epoch is saved; callers running several trainings stop too."""

@@ -48,9 +48,32 @@ class RunLogger:
             self.scalars({k: v for k, v in row.items() if k != "name"}, step, prefix=f"clusters/{row['name']}/")
             self.writer.add_histogram(f"clusters/{row['name']}/sizes", cluster_sizes, step)
 
-    def final(self, record: dict) -> None:
+    def projector(self, features, metadata: dict[str, list], images, step: int) -> None:
+        """Test-set features for TensorBoard's embedding projector, with one metadata column per key and the
+        images as sprite thumbnails (uint8 (N, C, H, W); None for none)."""
+        if self.writer is None:
+            return
+        columns = list(metadata)
+        rows = [list(values) for values in zip(*(metadata[c] for c in columns), strict=True)]
+        thumbnails = None if images is None else images.float().div(255)
+        self.writer.add_embedding(features, metadata=rows, metadata_header=columns, label_img=thumbnails,
+                                  global_step=step, tag="test_features")
+
+    def final(self, record: dict, hparams: dict | None = None) -> None:
+        """final.json; and the run's hyperparameters with its final metrics in TensorBoard's HPARAMS tab."""
         (self.out_dir / "final.json").write_text(json.dumps(record, indent=2) + "\n")
+        if self.writer is not None and hparams:
+            metrics = {f"hparam/{k}": v for k, v in record.items()
+                       if k in ("knn_top1", "linear_top1", "nmi", "ami", "ari", "loss", "images_per_s")}
+            self.writer.add_hparams(hparams, metrics, run_name=".")
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+class NullLogger:
+    """A RunLogger whose every call does nothing: what ranks other than 0 log to under torchrun."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None

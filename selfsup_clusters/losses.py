@@ -6,10 +6,31 @@ by the caller. Every loss is in log-sum-exp (cross-entropy) form, so it is stabl
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
 
+def in_float32(loss):
+    """Run `loss` on float32 copies of its floating-point tensors with autocast off: under bf16 autocast the
+    similarity logits (cosines / T, T ~ 0.1) would keep about three significant digits."""
+
+    @functools.wraps(loss)
+    def wrapper(*args, **kwargs):
+        def to_float(x):
+            return x.float() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
+        args = [to_float(a) for a in args]
+        kwargs = {k: to_float(v) for k, v in kwargs.items()}
+        device_type = next(a.device.type for a in args if isinstance(a, torch.Tensor))
+        with torch.autocast(device_type, enabled=False):
+            return loss(*args, **kwargs)
+
+    return wrapper
+
+
+@in_float32
 def cluster_info_nce(
     z: torch.Tensor,
     ids: torch.Tensor,
@@ -36,10 +57,10 @@ def cluster_info_nce(
     contrast, contrast_ids = z, ids
     excluded = torch.eye(n, dtype=torch.bool, device=z.device)  # an anchor is not its own positive or negative
     if keys is not None:
-        valid = key_ids >= 0
-        contrast = torch.cat([z, keys[valid]])
-        contrast_ids = torch.cat([ids, key_ids[valid]])
-        excluded = torch.cat([excluded, excluded.new_zeros(n, int(valid.sum()))], dim=1)
+        # Empty slots are masked rather than dropped: dropping them would need their count on the host.
+        contrast = torch.cat([z, keys])
+        contrast_ids = torch.cat([ids, key_ids])
+        excluded = torch.cat([excluded, (key_ids < 0).expand(n, -1)], dim=1)
     logits = (z @ contrast.T / temperature).masked_fill(excluded, float("-inf"))
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
     positives = (ids.view(-1, 1) == contrast_ids.view(1, -1)) & ~excluded
@@ -47,8 +68,9 @@ def cluster_info_nce(
     has_positive = num_positives > 0
     # where() rather than multiply: excluded entries hold -inf and 0 * -inf is nan.
     pos_log_prob = torch.where(positives, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
-    per_anchor = -pos_log_prob[has_positive] / num_positives[has_positive]
-    return per_anchor.mean()
+    per_anchor = -pos_log_prob / num_positives.clamp(min=1)
+    # A masked mean rather than boolean indexing, which would wait for the GPU to count the anchors.
+    return torch.where(has_positive, per_anchor, 0.0).sum() / has_positive.sum()
 
 
 def nt_xent(z: torch.Tensor, temperature: float, num_views: int = 2) -> torch.Tensor:
@@ -58,6 +80,7 @@ def nt_xent(z: torch.Tensor, temperature: float, num_views: int = 2) -> torch.Te
     return cluster_info_nce(z, ids, temperature)
 
 
+@in_float32
 def info_nce(query: torch.Tensor, key: torch.Tensor, negatives: torch.Tensor, temperature: float) -> torch.Tensor:
     """MoCo's InfoNCE: one positive key per query, negatives shared by all queries.
 
@@ -69,6 +92,7 @@ def info_nce(query: torch.Tensor, key: torch.Tensor, negatives: torch.Tensor, te
     return F.cross_entropy(logits, torch.zeros(query.shape[0], dtype=torch.long, device=query.device))
 
 
+@in_float32
 def proto_nce(
     query: torch.Tensor,
     prototypes: torch.Tensor,

@@ -21,6 +21,7 @@ class Method(nn.Module):
 
     name: ClassVar[str]
     uses_clusters: ClassVar[bool] = False
+    needs_labels: ClassVar[bool] = False  # the trainer checks every training image has one, once, before training
     default_temperature: ClassVar[float] = 0.2
 
     def __init__(self, cfg: Config, backbone: nn.Module, num_classes: int = 0, num_clusters: list[int] | None = None):
@@ -38,6 +39,11 @@ class Method(nn.Module):
 
     def training_step(self, views: list[torch.Tensor], index: torch.Tensor, label: torch.Tensor) -> dict:
         raise NotImplementedError
+
+    def forward(self, views: list[torch.Tensor], index: torch.Tensor, label: torch.Tensor) -> dict:
+        """The training step: the loop calls the module, since DistributedDataParallel syncs gradients only for
+        what goes through its forward."""
+        return self.training_step(views, index, label)
 
     def set_clusters(self, assignments) -> None:  # noqa: B027 - optional hook
         pass

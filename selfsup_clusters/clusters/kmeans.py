@@ -7,6 +7,7 @@ features it clusters are L2-normalised anyway.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -147,4 +148,12 @@ def _faiss_gpus(faiss, use_gpu: str) -> int:
     available = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
     if use_gpu == "gpu" and available == 0:
         raise ClusterError("kmeans use_gpu='gpu' but FAISS sees no GPU; install faiss-gpu or use 'auto'")
+    if use_gpu == "auto" and available == 0 and torch.cuda.is_available():
+        _warn_cpu_fallback()
     return 0 if use_gpu == "cpu" else available
+
+
+@functools.cache  # one line per process, not one per clustering
+def _warn_cpu_fallback() -> None:
+    logger.warning("k-means: a CUDA GPU is present but this FAISS build has no GPU support; clustering on the CPU "
+                   "(SELFSUP_GPU=1 bash tools/setup.sh installs faiss-gpu)")

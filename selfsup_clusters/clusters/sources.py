@@ -1,10 +1,12 @@
 """Cluster sources behind one interface, and the builder that parses a spec.
 
-Specs: "none", "labels", "kmeans:K" or "kmeans:K1,K2,...", "wordnet:LEVEL",
-"attributes:K". Fixed sources (labels, WordNet, attributes) are computed when
-built, so a bad spec or bad data fails before any training happens.
+Specs: "none", "labels", "superclass", "kmeans:K" or "kmeans:K1,K2,...",
+"wordnet:LEVEL", "attributes:K", and the synthetic "merge:K" / "split:M"
+(synthetic.py). Fixed sources (labels, superclasses,
+WordNet, attributes) are computed when built, so a bad spec or bad data fails
+before any training happens.
 
-Unlabelled samples (label -1) under "labels" and "wordnet:L" each get a
+Unlabelled samples (label -1) under "labels", "superclass" and "wordnet:L" each get a
 cluster of their own, after the labelled clusters: a clustering loss then
 treats them as instance discrimination (their only positives are their own
 views) instead of lumping all unlabelled samples together.
@@ -21,9 +23,11 @@ import torch
 from .assignments import Assignments, ClusterError, as_numpy_ints
 from .attributes import attribute_clusters
 from .kmeans import KMeansOptions, run_kmeans
+from .synthetic import merged_classes, split_classes
 from .wordnet import DEFAULT_WORDNET_DIR, class_synsets, load_wordnet
 
-SPEC_HELP = "use one of: none, labels, kmeans:K[,K2,...], wordnet:LEVEL, attributes:K"
+SPEC_HELP = ("use one of: none, labels, superclass, kmeans:K[,K2,...], wordnet:LEVEL, attributes:K, merge:K, "
+             "split:M")
 _INTEGER = re.compile(r"^\d+$")
 
 
@@ -43,7 +47,7 @@ class ClusterSource:
 
 
 class FixedClusterSource(ClusterSource):
-    """Clusters known before training (labels, a hierarchy level, attributes)."""
+    """Clusters known before training (labels, superclasses, a hierarchy level, attributes)."""
 
     dynamic = False
 
@@ -98,8 +102,13 @@ def build_cluster_source(
     attribute_names: list[str] | None = None,
     kmeans_options: KMeansOptions | None = None,
     wordnet_dir: str = DEFAULT_WORDNET_DIR,
+    superclasses: Sequence[int] | None = None,
+    superclass_names: Sequence[str] | None = None,
 ) -> ClusterSource | None:
-    """The source for `spec` over the N training samples of `labels` ((N,), -1 = unlabelled)."""
+    """The source for `spec` over the N training samples of `labels` ((N,), -1 = unlabelled).
+
+    `superclasses` gives each class its superclass id (CIFAR-100's coarse labels), `superclass_names` their names.
+    """
     kind, _, argument = spec.strip().lower().partition(":")
     train_labels = as_numpy_ints(labels, "labels").reshape(-1)
     num_samples = len(train_labels)
@@ -108,6 +117,19 @@ def build_cluster_source(
     if kind == "labels" and not argument:
         return FixedClusterSource(
             "labels", _class_level_clusters(train_labels, list(range(len(class_names))), list(class_names))
+        )
+    if kind == "superclass" and not argument:
+        if superclasses is None:
+            raise ClusterError(
+                "'superclass' needs a dataset whose classes have superclasses (CIFAR-100's 20 coarse classes); "
+                "use cifar100 or another clusters spec"
+            )
+        if len(superclasses) != len(class_names):
+            raise ClusterError(f"got superclasses for {len(superclasses)} classes but {len(class_names)} classes")
+        names = (list(superclass_names) if superclass_names is not None
+                 else [f"superclass{i}" for i in range(max(superclasses, default=-1) + 1)])
+        return FixedClusterSource(
+            "superclass", _class_level_clusters(train_labels, list(superclasses), [names[s] for s in superclasses])
         )
     if kind == "kmeans":
         ks = _integers(spec, argument)
@@ -139,6 +161,11 @@ def build_cluster_source(
         if len(attributes) != num_samples:
             raise ClusterError(f"got attributes for {len(attributes)} samples but labels for {num_samples}")
         return FixedClusterSource(f"attributes:{k}", attribute_clusters(attributes, k, attribute_names))
+    if kind in ("merge", "split"):
+        (k,) = _integers(spec, argument, many=False)
+        build = merged_classes if kind == "merge" else split_classes
+        seed = kmeans_options.seed if kmeans_options else 0
+        return FixedClusterSource(f"{kind}:{k}", build(train_labels, len(class_names), k, seed))
     raise ClusterError(f"unknown clusters spec {spec!r}; {SPEC_HELP}")
 
 

@@ -102,22 +102,26 @@ def statistics_table(
     attributes: torch.Tensor | np.ndarray | None = None,
     attribute_names: Sequence[str] | None = None,
     wordnet_dir: str | None = None,
+    superclasses: Sequence[int] | None = None,
+    superclass_names: Sequence[str] | None = None,
 ) -> list[dict]:
-    """Rows of cluster_statistics for `labels`, every WordNet level the classes
-    map to (`wordnet:L`, L = 1..deepest class) and, with attributes,
-    every `attributes:K` (K = 1..A). The `clusters` column holds the spec."""
+    """Rows of cluster_statistics for `labels`, the superclasses (where the
+    dataset has them), every WordNet level the classes map to (`wordnet:L`,
+    L = 1..deepest class) and, with attributes, every `attributes:K`
+    (K = 1..A). The `clusters` column holds the spec."""
     from .sources import build_cluster_source  # sources imports this module
     from .wordnet import DEFAULT_WORDNET_DIR, class_synsets, load_wordnet, wordnet_levels
 
     wordnet_dir = wordnet_dir or DEFAULT_WORDNET_DIR
     labels = torch.as_tensor(as_numpy_ints(labels, "labels"))
-    specs = ["labels"]
+    specs = ["labels"] + (["superclass"] if superclasses is not None else [])
     try:
         synsets = class_synsets(class_names, wnids)
     except ClusterError as error:
         logger.info("no WordNet levels in the table: %s", error)
     else:
-        specs += [f"wordnet:{level}" for level in wordnet_levels(synsets, load_wordnet(wordnet_dir))]
+        if synsets:  # a dataset without classes has no levels
+            specs += [f"wordnet:{level}" for level in wordnet_levels(synsets, load_wordnet(wordnet_dir))]
     if attributes is not None:
         specs += [f"attributes:{k}" for k in range(1, attributes.shape[1] + 1)]
     rows = []
@@ -130,6 +134,8 @@ def statistics_table(
             attributes=None if attributes is None else torch.as_tensor(attributes),
             attribute_names=None if attribute_names is None else list(attribute_names),
             wordnet_dir=wordnet_dir,
+            superclasses=superclasses,
+            superclass_names=superclass_names,
         )
         assert source is not None  # only "none" builds no source
         rows.append({"clusters": spec, **cluster_statistics(source.assign(None).ids[0], labels)})

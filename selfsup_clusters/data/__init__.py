@@ -1,6 +1,8 @@
-"""Dataset registry. Every dataset is held in memory as uint8 tensors and yields (views, index, label) batches.
+"""Dataset registry. Every dataset yields (views, index, label) batches: small ones (Fashion-MNIST, CIFAR, STL-10)
+are held in memory as uint8 tensors, image folders and CSV tables are read from their files.
 
-`DATASETS` maps a name to a loader `(DataConfig) -> ImageDataset`.
+`DATASETS` maps a name to a loader `(DataConfig, path) -> ImageDataset`; `path` is the PATH of the names that take
+one (`imagefolder:PATH`, `csv:PATH`), else None.
 """
 
 from __future__ import annotations
@@ -9,18 +11,32 @@ from collections.abc import Callable
 
 from selfsup_clusters.config import DataConfig
 from selfsup_clusters.data.base import ImageDataset, Split
+from selfsup_clusters.data.cifar import load_cifar10, load_cifar100
+from selfsup_clusters.data.csv_table import load_csv_table
 from selfsup_clusters.data.fashion_mnist import load_fashion_mnist
+from selfsup_clusters.data.imagefolder import load_image_folder
+from selfsup_clusters.data.stl10 import load_stl10
 from selfsup_clusters.errors import UserError
 
-DATASETS: dict[str, Callable[[DataConfig], ImageDataset]] = {
-    "fashion-mnist": load_fashion_mnist,
+DATASETS: dict[str, Callable[[DataConfig, str | None], ImageDataset]] = {
+    "fashion-mnist": lambda cfg, path: load_fashion_mnist(cfg),
+    "cifar10": load_cifar10,
+    "cifar100": load_cifar100,
+    "stl10": load_stl10,
+    "imagefolder": load_image_folder,  # imagefolder:PATH, or imagefolder with --data-root PATH
+    "csv": load_csv_table,  # csv:PATH
 }
+TAKE_A_PATH = ("imagefolder", "csv")
 
 
 def load_dataset(cfg: DataConfig) -> ImageDataset:
-    if cfg.name not in DATASETS:
-        raise UserError(f"unknown dataset {cfg.name!r}; choose one of: {', '.join(sorted(DATASETS))}")
-    data = DATASETS[cfg.name](cfg)
+    kind, _, path = cfg.name.partition(":")
+    if kind not in DATASETS:
+        raise UserError(f"unknown dataset {cfg.name!r}; choose one of: "
+                        f"{', '.join(n + ':PATH' if n in TAKE_A_PATH else n for n in sorted(DATASETS))}")
+    if path and kind not in TAKE_A_PATH:
+        raise UserError(f"dataset {kind} takes no path ({cfg.name!r}); give its folder with --data-root")
+    data = DATASETS[kind](cfg, path or None)
     if cfg.subset is not None:
         if cfg.subset > len(data.train):
             raise UserError(

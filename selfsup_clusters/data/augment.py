@@ -37,15 +37,23 @@ class BatchAugment:
             x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False, antialias=True)
         return self.normalize(x)
 
-    def views(self, images: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
-        """`cfg.views` independently augmented views of a (B, C, H, W) uint8 batch."""
-        return [self.view(images, generator) for _ in range(self.cfg.views)]
+    def views(self, images: torch.Tensor, generator: torch.Generator,
+              part: tuple[int, int] = (0, 1)) -> list[torch.Tensor]:
+        """`cfg.views` independently augmented views of a (B, C, H, W) uint8 batch.
 
-    def view(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        part=(i, n): the batch is the i-th of n equal slices of a global batch (one per rank under torchrun). The
+        random parameters are drawn for the whole global batch and the slice's own are used, so a sample's views
+        do not depend on the number of ranks.
+        """
+        return [self.view(images, generator, part) for _ in range(self.cfg.views)]
+
+    def view(self, images: torch.Tensor, generator: torch.Generator, part: tuple[int, int] = (0, 1)) -> torch.Tensor:
         cfg, b, device = self.cfg, images.shape[0], images.device
+        first, total = part[0] * b, part[1] * b
 
-        def uniform(lo: float, hi: float, n: int = b) -> torch.Tensor:
-            return torch.rand(n, generator=generator, device=generator.device).to(device) * (hi - lo) + lo
+        def uniform(lo: float, hi: float) -> torch.Tensor:
+            draws = torch.rand(total, generator=generator, device=generator.device)[first : first + b]
+            return draws.to(device) * (hi - lo) + lo
 
         # Random resized crop as an affine map from output to input coordinates in [-1, 1].
         area = uniform(*cfg.crop_scale)

@@ -1,19 +1,28 @@
 """Where batches come from: the one interface the loop reads images through.
 
-`train(split, order, batch_size, generator)` yields `(views, index, labels)` for one epoch in the given sample order;
+`train(split, order, batch_size, generator)` yields `(views, index, labels)` for one epoch in the given sample order
+(under torchrun `batch_size` is the global batch and each rank yields its equal slice of every batch);
 `eval(split, batch_size)` yields the centre view of every image, in order. Datasets held in memory as one
 uint8 tensor (`Split.images` is a tensor) are augmented in whole batches on the training device
-(`InMemoryBatches`); `make_batches` picks the implementation for a dataset.
+(`InMemoryBatches`); file-backed ones (`Split.paths`: image folders, CSV tables) are decoded with PIL and augmented
+per image by torchvision transforms in DataLoader worker processes (`FileBatches`). `make_batches` picks the
+implementation for a dataset.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
 
+from selfsup_clusters import distributed
+from selfsup_clusters.config import AugmentConfig
 from selfsup_clusters.data.augment import BatchAugment
 from selfsup_clusters.data.base import ImageDataset, Split
+from selfsup_clusters.errors import UserError
 
 
 class InMemoryBatches:
@@ -24,15 +33,131 @@ class InMemoryBatches:
     def train(self, split: Split, order: torch.Tensor, batch_size: int,
               generator: torch.Generator) -> Iterator[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]]:
         labels = split.labels.to(self.device)  # on the device, so a step never waits for the host
+        part = (distributed.rank(), distributed.world_size())
+        order, batch_size = rank_order(order, batch_size), batch_size // part[1]
         for step in range(len(order) // batch_size):
             index = order[step * batch_size : (step + 1) * batch_size]
-            yield self.augment.views(split.images[index], generator), index, labels[index]
+            yield self.augment.views(split.images[index], generator, part), index, labels[index]
 
     def eval(self, split: Split, batch_size: int) -> Iterator[torch.Tensor]:
         for start in range(0, len(split), batch_size):
             yield self.augment.center(split.images[start : start + batch_size].to(self.device))
 
 
-def make_batches(data: ImageDataset, augment: BatchAugment, device: torch.device) -> InMemoryBatches:
+def rank_order(order: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """This rank's samples of an epoch: its equal slice of every whole global batch of `order`, in order (what a
+    DistributedSampler with per-epoch seeding gives, batch by batch); `order` itself (whole batches) on one process.
+    """
+    rank, parts = distributed.rank(), distributed.world_size()
+    steps = len(order) // batch_size
+    return order[: steps * batch_size].view(steps, parts, batch_size // parts)[:, rank].reshape(-1)
+
+
+class ImageReadError(UserError):
+    """An image file that cannot be decoded. Raised in a DataLoader worker, it reaches the main process as
+    `ImageReadError(worker traceback + message)`, so it keeps only its own message, the traceback's last line."""
+
+    def __init__(self, message: str):
+        super().__init__(message.strip().splitlines()[-1].rpartition("ImageReadError: ")[2])
+
+
+def read_image(path: str) -> torch.Tensor:
+    """(3, H, W) uint8 RGB."""
+    try:
+        with Image.open(path) as image:
+            return v2.functional.pil_to_tensor(image.convert("RGB"))
+    except (OSError, ValueError) as e:
+        raise ImageReadError(f"cannot read image {path}: {e}") from None
+
+
+def train_transform(cfg: AugmentConfig, image_size: int, mean: list[float], std: list[float]) -> v2.Compose:
+    """One view, per image: SimCLR/MoCo v2's augmentation (crop, flip, colour jitter, grayscale, blur)."""
+    blur_kernel = max(3, int(0.1 * image_size) // 2 * 2 + 1)  # odd, ~10% of the image (SimCLR)
+    return v2.Compose([
+        v2.RandomResizedCrop(image_size, scale=tuple(cfg.crop_scale), ratio=tuple(cfg.crop_ratio), antialias=True),
+        v2.RandomHorizontalFlip(cfg.flip_prob),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.RandomApply([v2.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)], p=cfg.jitter_prob),
+        v2.RandomGrayscale(cfg.grayscale_prob),
+        v2.RandomApply([v2.GaussianBlur(blur_kernel, sigma=(0.1, 2.0))], p=cfg.blur_prob),
+        v2.Normalize(mean, std),
+    ])
+
+
+def eval_transform(image_size: int, mean: list[float], std: list[float]) -> v2.Compose:
+    """The centre view: resize the short side to size/0.875, centre crop (the usual ImageNet evaluation)."""
+    return v2.Compose([
+        v2.Resize(round(image_size / 0.875), antialias=True),
+        v2.CenterCrop(image_size),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean, std),
+    ])
+
+
+class _ImageFiles(Dataset):
+    """Sample i of a file-backed split: `views` augmented views (training) or the centre view (evaluation)."""
+
+    def __init__(self, split: Split, transform: Callable, views: int = 0, seed: int = 0):
+        self.paths, self.labels = split.paths, split.labels
+        self.transform, self.views, self.seed = transform, views, seed
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        image = read_image(self.paths[i])
+        if not self.views:
+            return self.transform(image)
+        # Seeded by (epoch, sample), not by the worker: the views do not depend on num_workers, and resume is exact.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed + i)
+            return [self.transform(image) for _ in range(self.views)], i, self.labels[i]
+
+
+class FileBatches:
+    def __init__(self, augment: BatchAugment, device: torch.device, num_workers: int):
+        mean, std = augment.mean.flatten().tolist(), augment.std.flatten().tolist()
+        self.train_transform = train_transform(augment.cfg, augment.image_size, mean, std)
+        self.eval_transform = eval_transform(augment.image_size, mean, std)
+        self.views = augment.cfg.views
+        self.device = device
+        self.num_workers = num_workers
+
+    def _loader(self, dataset: Dataset, batch_size: int, order: list[int] | None = None) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=self.num_workers,
+                          pin_memory=self.device.type == "cuda", drop_last=order is not None)
+
+    def train(self, split: Split, order: torch.Tensor, batch_size: int,
+              generator: torch.Generator) -> Iterator[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]]:
+        seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+        dataset = _ImageFiles(split, self.train_transform, self.views, seed)
+        order, batch_size = rank_order(order, batch_size), batch_size // distributed.world_size()
+        for views, index, labels in _read(self._loader(dataset, batch_size, order.tolist())):
+            yield ([v.to(self.device, non_blocking=True) for v in views], index.to(self.device),
+                   labels.to(self.device))
+
+    def eval(self, split: Split, batch_size: int) -> Iterator[torch.Tensor]:
+        for images in _read(self._loader(_ImageFiles(split, self.eval_transform), batch_size)):
+            yield images.to(self.device, non_blocking=True)
+
+
+def _read(loader: DataLoader) -> Iterator:
+    """The loader's batches; its workers stop at the end, after an error or when the reader stops early. Left to
+    the garbage collector, the workers of an abandoned epoch were seen to hold the next DataLoader up for 5 s."""
+    batches = iter(loader)
+    try:
+        yield from batches
+    finally:
+        if hasattr(batches, "_shutdown_workers"):  # the multi-process iterator (num_workers > 0)
+            batches._shutdown_workers()
+
+
+Batches = InMemoryBatches | FileBatches
+
+
+def make_batches(data: ImageDataset, augment: BatchAugment, device: torch.device, num_workers: int = 0) -> Batches:
+    """File-backed datasets decode in `num_workers` DataLoader processes; in-memory ones move to the device."""
+    if data.train.images is None:
+        return FileBatches(augment, device, num_workers)
     data.train.images = data.train.images.to(device)
     return InMemoryBatches(augment, device)

@@ -1,0 +1,120 @@
+"""The paper's analysis as a command: Cl-InfoNCE over every auxiliary cluster level of the dataset (WordNet
+levels, attribute levels) and, optionally, synthetic cluster sets from the labels (merge:K, split:M); then the
+representation quality against the clusters' information: I(Z;T) and H(Z|T) (T = the class label).
+
+Tsai et al. report that clusters with more information about the labels (higher I(Z;T)) and less entropy given
+the labels (lower H(Z|T)) give better representations. Each level is one run of the comparison suite, so
+re-running skips finished levels.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from selfsup_clusters.compare import Entry, run_one, summarise
+from selfsup_clusters.config import Config
+from selfsup_clusters.errors import Interrupted, first_line
+
+COLUMNS = ("clusters", "num_clusters", "I_Z_T", "H_Z_given_T", "H_Z", "linear_top1", "knn_top1", "seeds")
+
+
+def cluster_levels(base: Config, synthetic: list[str]) -> list[tuple[str, dict]]:
+    """(spec, statistics) of every distinct auxiliary level with at least 2 clusters, the labels, and the
+    synthetic specs; statistics of the training clusters against the labels."""
+    from selfsup_clusters.clusters import cluster_statistics, statistics_table
+    from selfsup_clusters.data import load_dataset
+    from selfsup_clusters.trainer import build_clusters
+
+    data = load_dataset(base.data)
+    rows = statistics_table(data.train.labels, data.class_names, wnids=data.wnids, attributes=data.train.attributes,
+                            attribute_names=data.attribute_names or None, wordnet_dir=base.clusters.wordnet_dir)
+    levels, seen = [], set()
+    for row in rows:
+        # WordNet depths that give the same partition as a shallower one add nothing; one cluster teaches nothing
+        key = (row["num_clusters"], round(row["I_Z_T"], 6), round(row["H_Z_given_T"], 6))
+        if row["num_clusters"] >= 2 and key not in seen:
+            seen.add(key)
+            levels.append((row["clusters"], row))
+    for spec in synthetic:
+        cfg = _with_clusters(base, spec)
+        source = build_clusters(cfg, data)
+        levels.append((spec, cluster_statistics(source.assign(None).ids[0], data.train.labels)))
+    return levels
+
+
+def _with_clusters(base: Config, spec: str) -> Config:
+    import copy
+
+    cfg = copy.deepcopy(base)
+    cfg.clusters.spec = spec
+    return cfg
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    from scipy.stats import spearmanr
+
+    if len(x) < 3:
+        return math.nan
+    return float(spearmanr(x, y).statistic)
+
+
+def analyze(base: Config, synthetic: list[str], seeds: int, out: Path) -> tuple[str, list[str]]:
+    """Train cl-infonce on every level, then write analysis.csv/.md/.png; the printed report and failures."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows, failures = [], []
+    for spec, stats in cluster_levels(base, synthetic):
+        entry = Entry("cl-infonce", spec)
+        finals = []
+        for seed in range(base.seed, base.seed + seeds):
+            try:
+                finals.append(run_one(base, entry, seed, out))
+            except Interrupted:
+                raise
+            except Exception as e:  # noqa: BLE001 - one failed level must not lose the others
+                failures.append(f"{entry.name} seed {seed}: {first_line(e)}")
+                print(f"[analyze] {failures[-1]}", flush=True)
+        if finals:
+            rows.append({**stats, **summarise(entry, finals), "clusters": spec})
+    with (out / "analysis.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| clusters | K | I(Z;T) bits | H(Z|T) bits | H(Z) bits | linear top-1 | kNN top-1 |", "|" + "---|" * 7]
+    lines += [f"| {r['clusters']} | {r['num_clusters']} | {r['I_Z_T']:.3f} | {r['H_Z_given_T']:.3f} | "
+              f"{r['H_Z']:.3f} | {r.get('linear_top1', math.nan):.4f} | {r.get('knn_top1', math.nan):.4f} |"
+              for r in rows]
+    scored = [r for r in rows if "linear_top1" in r and "knn_top1" in r]
+    correlations = {(key, metric): spearman([r[key] for r in scored], [r[metric] for r in scored])
+                    for key in ("I_Z_T", "H_Z_given_T") for metric in ("linear_top1", "knn_top1")}
+    lines.append("")
+    for metric, label in (("linear_top1", "linear"), ("knn_top1", "kNN")):
+        lines.append(f"Spearman rank correlation with {label} top-1 over {len(scored)} cluster sets: "
+                     f"I(Z;T) {correlations['I_Z_T', metric]:+.2f}, H(Z|T) {correlations['H_Z_given_T', metric]:+.2f}")
+    lines.append("(the paper: positive for I(Z;T), negative for H(Z|T))")
+    lines += [f"FAILED: {failure}" for failure in failures]
+    report = "\n".join(lines)
+    (out / "analysis.md").write_text(report + "\n")
+    plot(scored, correlations, out / "analysis.png")
+    return report, failures
+
+
+def plot(rows: list[dict], correlations: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, key, label in ((axes[0], "I_Z_T", "I(Z;T) (bits)"), (axes[1], "H_Z_given_T", "H(Z|T) (bits)")):
+        ax.scatter([r[key] for r in rows], [r["linear_top1"] for r in rows])
+        for r in rows:
+            ax.annotate(r["clusters"], (r[key], r["linear_top1"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+        ax.set_xlabel(label)
+        ax.set_title(f"Spearman {correlations[key, 'linear_top1']:+.2f}")
+    axes[0].set_ylabel("linear top-1")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

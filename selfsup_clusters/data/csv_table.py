@@ -1,0 +1,122 @@
+"""`csv:PATH`: a table of image files with a class column, attribute columns and an optional split, file-backed.
+
+One row per image. Column names come from `data.csv` (defaults `path`, `class`, `split`); image paths are relative
+to --data-root (default: the table's folder). `split` holds `train` or `test`; without that column the rows get a
+seeded 80/20 split. Every other column (or those listed in `data.csv.attribute_columns`) is a discrete attribute:
+binary or categorical values, each column's distinct values numbered in sorted order. `data.csv.class_column=null`
+loads a table without labels (every label -1).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+
+from selfsup_clusters.config import DataConfig
+from selfsup_clusters.data.base import ImageDataset, Split
+from selfsup_clusters.data.imagefolder import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    class_wnids,
+    resolve_path,
+    seeded_split,
+    shuffled,
+)
+from selfsup_clusters.errors import UserError
+
+SPLITS = ("train", "test")
+
+
+def _read_rows(table: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(table, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: spreadsheets often write a BOM
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        columns = list(reader.fieldnames or [])
+    for row_number, row in enumerate(rows, start=2):  # row 1 is the header
+        if None in row or None in row.values():  # DictReader's marks of too many / too few fields
+            raise UserError(f"{table} row {row_number} does not have the header's {len(columns)} fields")
+    return columns, rows
+
+
+def _require(table: Path, columns: list[str], name: str, option: str) -> None:
+    if name not in columns:
+        raise UserError(f"{table} has no column {name!r} (its columns: {', '.join(columns)}); "
+                        f"name the right one with {option}=COLUMN")
+
+
+def _codes(values: list[str]) -> tuple[torch.Tensor, list[str]]:
+    """Categorical values -> codes 0..V-1 and the V distinct values, in sorted order (numbers sorted as numbers)."""
+    def key(value: str) -> tuple:
+        try:
+            return (0, float(value), value)
+        except ValueError:
+            return (1, 0.0, value)
+
+    distinct = sorted(set(values), key=key)
+    index = {value: i for i, value in enumerate(distinct)}
+    return torch.tensor([index[value] for value in values], dtype=torch.int64), distinct
+
+
+def load_csv_table(cfg: DataConfig, path: str | None = None) -> ImageDataset:
+    table, c = resolve_path(cfg, path, "csv"), cfg.csv
+    if not table.is_file():
+        raise UserError(f"CSV table {table} not found; --dataset csv:PATH needs a table with columns "
+                        f"{c.path_column},{c.class_column or 'CLASS'},[{c.split_column},]ATTRIBUTE...")
+    image_root = Path(cfg.root) if cfg.root else table.parent
+    columns, rows = _read_rows(table)
+    if not rows:
+        raise UserError(f"{table} has a header but no rows")
+    _require(table, columns, c.path_column, "data.csv.path_column")
+    if c.class_column is not None:
+        if c.class_column not in columns:
+            raise UserError(f"{table} has no column {c.class_column!r} (its columns: {', '.join(columns)}); name "
+                            "the class column with data.csv.class_column=COLUMN, or data.csv.class_column=null "
+                            "for a dataset without labels")
+    special = {c.path_column, c.class_column, c.split_column}
+    attribute_names = list(c.attribute_columns) if c.attribute_columns is not None else [
+        name for name in columns if name not in special]
+    for name in attribute_names:
+        _require(table, columns, name, "data.csv.attribute_columns")
+
+    paths = []
+    for row_number, row in enumerate(rows, start=2):
+        relative = row[c.path_column].strip()
+        file = image_root / relative
+        if not relative or not file.is_file():
+            raise UserError(f"{table} row {row_number}: image {relative!r} not found under {image_root} "
+                            "(paths are relative to --data-root, default the table's folder)")
+        if c.class_column is not None and not row[c.class_column].strip():
+            raise UserError(f"{table} row {row_number}: empty {c.class_column!r}")
+        paths.append(str(file))
+
+    if c.class_column is not None:
+        labels, class_names = _codes([row[c.class_column].strip() for row in rows])
+    else:
+        labels, class_names = torch.full((len(rows),), -1, dtype=torch.int64), []
+    attributes = (torch.stack([_codes([row[name].strip() for row in rows])[0] for name in attribute_names], dim=1)
+                  if attribute_names else None)
+    everything = Split(None, labels, attributes, paths)
+
+    if c.split_column in columns:
+        values = [row[c.split_column].strip().lower() for row in rows]
+        bad = next((i for i, value in enumerate(values) if value not in SPLITS), None)
+        if bad is not None:
+            raise UserError(f"{table} row {bad + 2}: {c.split_column} is {values[bad]!r}; use train or test")
+        train_index = torch.tensor([i for i, value in enumerate(values) if value == "train"], dtype=torch.int64)
+        test_index = torch.tensor([i for i, value in enumerate(values) if value == "test"], dtype=torch.int64)
+        if len(train_index) == 0:
+            raise UserError(f"{table}: no row has {c.split_column}=train")
+    else:
+        train_index, test_index = seeded_split(len(rows))
+    return ImageDataset(
+        name=f"csv:{table}",
+        train=shuffled(everything.select(train_index)),
+        test=everything.select(test_index),
+        class_names=class_names,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        wnids=class_wnids(cfg, class_names) if class_names else None,
+        attribute_names=attribute_names,
+    )

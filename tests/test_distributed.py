@@ -1,0 +1,228 @@
+"""torchrun with 2 CPU processes (gloo) against one process with the same global batch.
+
+Tiny runs (conftest.TINY) at a low learning rate (optim.lr=0.005): this tiny model's training amplifies float
+rounding quickly, and the 2-rank run rounds differently (gathered rows, BatchNorm statistics summed over ranks,
+one thread per process). Measured with one process, channels_last on vs off changes SimCLR's step losses by at most
+4e-5 over 8 steps at this learning rate (3e-3 at 4x the rate), and Cl-InfoNCE's (T=0.1, a key queue) by 1e-3 in
+its first 4 steps. A wrong gradient scale moves the second step's loss by 1e-2 (SimCLR) or 0.4 (Cl-InfoNCE); a
+missing rank's negatives moves the first by about log 2.
+
+This file is also the worker torchrun starts (see the bottom): the CLI, plus a dump of the cluster ids each rank
+trains with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+TESTS = Path(__file__).resolve().parent
+CALM = ["optim.lr=0.005", "model.sync_bn=true", "eval.linear=false", "eval.cluster_metrics=false", "eval.projector=0"]
+
+
+def torchrun(args: list[str], dump: Path, nproc: int = 2) -> str:
+    """`torchrun --standalone --nproc-per-node 2` of this file's worker (the CLI); returns its output."""
+    dump.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               str(Path(__file__)), str(dump), *args]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def step_losses(run_dir: Path) -> list[float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return [e.value for e in events.Scalars("step/loss")]
+
+
+def max_difference(one: list[float], two: list[float]) -> float:
+    assert len(one) == len(two)
+    return max(abs(a - b) for a, b in zip(one, two, strict=True))
+
+
+def one_process(overrides: list[str]) -> None:
+    from selfsup_clusters.config import load_config
+    from selfsup_clusters.trainer import train
+
+    train(load_config(overrides=overrides))
+
+
+# --- without processes: the helpers are no-ops, and a rank's slice of a batch is the slice of the 1-rank batch ---
+
+
+def test_one_process_helpers_return_their_input():
+    from selfsup_clusters import distributed
+
+    x = torch.randn(4, 3)
+    assert not distributed.enabled() and distributed.world_size() == 1 and distributed.is_main()
+    assert distributed.all_gather(x) is x and distributed.all_gather(x, with_grad=True) is x
+    assert distributed.other_ranks(x) is None and distributed.mean(x) is x
+    assert distributed.broadcast_object({"a": 1}) == {"a": 1}
+    module = torch.nn.BatchNorm1d(3)
+    assert distributed.data_parallel(module, torch.device("cpu")) is module
+    assert distributed.sync_batchnorm(module, torch.device("cpu")) is module
+
+
+def test_each_rank_gets_its_slice_of_the_same_views(monkeypatch):
+    from selfsup_clusters import distributed
+    from selfsup_clusters.config import AugmentConfig
+    from selfsup_clusters.data.augment import BatchAugment
+    from selfsup_clusters.data.base import Split
+    from selfsup_clusters.data.loader import InMemoryBatches
+
+    images = torch.randint(0, 256, (24, 1, 28, 28), dtype=torch.uint8)
+    split = Split(images, torch.arange(24))
+    batches = InMemoryBatches(BatchAugment(AugmentConfig(), 28, (0.5,), (0.25,)), torch.device("cpu"))
+    order = torch.randperm(24)
+
+    def epoch(rank: int, world: int) -> list:
+        monkeypatch.setattr(distributed, "rank", lambda: rank)
+        monkeypatch.setattr(distributed, "world_size", lambda: world)
+        return list(batches.train(split, order, 8, torch.Generator().manual_seed(5)))
+
+    whole = epoch(0, 1)
+    parts = [epoch(r, 2) for r in range(2)]
+    for step, (views, index, labels) in enumerate(whole):
+        for r, part in enumerate(parts):
+            rows = slice(4 * r, 4 * (r + 1))
+            assert torch.equal(part[step][1], index[rows]) and torch.equal(part[step][2], labels[rows])
+            for view, part_view in zip(views, part[step][0], strict=True):
+                torch.testing.assert_close(part_view, view[rows])
+
+
+# --- 2 processes with gloo ---
+
+needs_gloo = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                                reason="this PyTorch build has no gloo backend")
+
+
+@pytest.fixture(scope="module")
+def simclr_one_process(tmp_path_factory):
+    """An uninterrupted 1-process SimCLR run, the reference of the 2-process runs."""
+    from tests.conftest import TINY
+
+    run = tmp_path_factory.mktemp("one") / "run"
+    one_process([*TINY, *CALM, f"out={run}"])
+    return run
+
+
+@needs_gloo
+@pytest.mark.usefixtures("needs_data")
+def test_simclr_on_two_ranks_matches_one_rank(simclr_one_process, tmp_path):
+    from tests.conftest import TINY, metrics
+
+    run = tmp_path / "run"
+    out = torchrun(["train", *TINY, *CALM, f"out={run}"], tmp_path / "dump")
+    assert out.count("done:") == 1 and out.count("epoch 2/2") == 1  # rank 0 alone prints
+    difference = max_difference(step_losses(simclr_one_process), step_losses(run))
+    print(f"simclr: 2 ranks vs 1, largest step-loss difference over 8 steps {difference:.1e}")
+    assert difference < 1e-3
+    two, one = metrics(run), metrics(simclr_one_process)
+    assert [r["epoch"] for r in two] == [0, 1] and "knn_top1" in two[-1]
+    assert abs(two[-1]["loss"] - one[-1]["loss"]) < 1e-3
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert not any(key.startswith("module.") for key in state["model"])  # no DDP prefix: loads anywhere
+
+
+@needs_gloo
+@pytest.mark.usefixtures("needs_data")
+def test_resume_a_one_rank_run_on_two_ranks(simclr_one_process, tmp_path, monkeypatch):
+    from tests.conftest import TINY, interrupted_run, metrics
+
+    run = tmp_path / "run"
+    interrupted_run([*TINY, *CALM, f"out={run}"], monkeypatch)  # 1 process, stopped after epoch 1
+    out = torchrun(["train", "--resume", str(run)], tmp_path / "dump")
+    assert "epoch 2/2" in out
+    resumed, uninterrupted = metrics(run), metrics(simclr_one_process)
+    assert [r["epoch"] for r in resumed] == [0, 1]
+    assert resumed[0]["loss"] == uninterrupted[0]["loss"]
+    assert abs(resumed[1]["loss"] - uninterrupted[1]["loss"]) < 1e-3
+
+
+@needs_gloo
+@pytest.mark.usefixtures("needs_data")
+def test_cl_infonce_kmeans_on_two_ranks_matches_one_rank_with_equal_clusters(tmp_path):
+    from tests.conftest import TINY
+
+    # k-means before epoch 1 on a fresh pass of the initial model (the bank is still empty), so both runs start from
+    # the same clusters; before epoch 2 on the memory bank, filled from both ranks. A key queue, filled from both.
+    cl = ["method=cl-infonce", "clusters.spec=kmeans:8", "method_args.key_queue=96"]
+    one_process([*TINY, *CALM, *cl, f"out={tmp_path / 'one'}"])
+    dump = tmp_path / "dump"
+    torchrun(["train", *TINY, *CALM, *cl, f"out={tmp_path / 'two'}"], dump)
+    one, two = step_losses(tmp_path / "one"), step_losses(tmp_path / "two")
+    first_epoch, second_epoch = max_difference(one[:4], two[:4]), max_difference(one[4:], two[4:])
+    print(f"cl-infonce: 2 ranks vs 1, largest step-loss difference {first_epoch:.1e} (epoch 1), "
+          f"{second_epoch:.1e} (epoch 2, after re-clustering the slightly different banks)")
+    assert first_epoch < 2e-3 and second_epoch < 0.2
+    for epoch in (0, 1):
+        rank0, rank1 = (torch.load(dump / f"rank{r}_epoch{epoch}.pt") for r in (0, 1))
+        assert torch.equal(rank0["cluster_ids"][0], rank1["cluster_ids"][0])  # k-means once, on rank 0
+        assert len(rank0["cluster_ids"][0].unique()) > 1
+    assert rank0["bank_seen"] and rank1["bank_seen"]  # epoch 2 clustered the bank, not a fresh pass
+    assert torch.equal(rank0["bank"], rank1["bank"])  # every rank's bank holds every rank's samples
+    state = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=True)
+    assert torch.equal(torch.as_tensor(state["assignments"]["ids"][0]), rank0["cluster_ids"][0])
+
+
+@needs_gloo
+@pytest.mark.slow
+@pytest.mark.usefixtures("needs_data")
+@pytest.mark.parametrize("method", [["method=moco", "method_args.queue_size=256", "method_args.shuffle_bn_splits=2",
+                                     "model.sync_bn=false"],
+                                    ["method=pcl", "clusters.spec=kmeans:8,16", "method_args.queue_size=256",
+                                     "method_args.shuffle_bn_splits=2"],
+                                    ["method=ce", "clusters.spec=kmeans:8"],
+                                    ["method=supervised"]],
+                         ids=["moco", "pcl", "ce", "supervised"])
+def test_every_method_trains_on_two_ranks(method, tmp_path):
+    from tests.conftest import TINY, metrics
+
+    torchrun(["train", *TINY, *CALM, *method, f"out={tmp_path / 'run'}"], tmp_path / "dump")
+    records = metrics(tmp_path / "run")
+    assert [r["epoch"] for r in records] == [0, 1]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+    final = json.loads((tmp_path / "run" / "final.json").read_text())
+    assert 0.0 <= final["knn_top1"] <= 1.0
+
+
+@pytest.fixture
+def needs_data():
+    from tests.conftest import HAS_FASHION_MNIST
+
+    if not HAS_FASHION_MNIST:
+        pytest.skip("Debian's dataset-fashion-mnist is not installed (run the README's set-up)")
+
+
+def _worker(dump: Path, argv: list[str]) -> int:
+    """One torchrun process: the CLI, recording at each clustering this rank's memory bank and the cluster ids it
+    then trains with."""
+    from selfsup_clusters import distributed, trainer
+    from selfsup_clusters.cli import main
+
+    real_update = trainer.update_clusters
+
+    def recording(run, epoch, logger):
+        bank, seen = run.memory.features.cpu().clone(), bool(run.memory.seen.all())
+        rows = real_update(run, epoch, logger)
+        ids = [ids.cpu() for ids in getattr(run.method, "cluster_ids", [])]
+        torch.save({"cluster_ids": ids, "bank": bank, "bank_seen": seen},
+                   dump / f"rank{distributed.rank()}_epoch{epoch}.pt")
+        return rows
+
+    trainer.update_clusters = recording
+    return main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(_worker(Path(sys.argv[1]), sys.argv[2:]))
