@@ -13,9 +13,8 @@ import csv
 import math
 from pathlib import Path
 
-from selfsup_clusters.compare import Entry, run_one, summarise
+from selfsup_clusters.compare import Entry, train_entries
 from selfsup_clusters.config import Config
-from selfsup_clusters.errors import Interrupted, first_line
 
 COLUMNS = ("clusters", "num_clusters", "I_Z_T", "H_Z_given_T", "H_Z", "linear_top1", "knn_top1", "seeds")
 
@@ -63,20 +62,9 @@ def spearman(x: list[float], y: list[float]) -> float:
 def analyze(base: Config, synthetic: list[str], seeds: int, out: Path) -> tuple[str, list[str]]:
     """Train cl-infonce on every level, then write analysis.csv/.md/.png; the printed report and failures."""
     out.mkdir(parents=True, exist_ok=True)
-    rows, failures = [], []
-    for spec, stats in cluster_levels(base, synthetic):
-        entry = Entry("cl-infonce", spec)
-        finals = []
-        for seed in range(base.seed, base.seed + seeds):
-            try:
-                finals.append(run_one(base, entry, seed, out))
-            except Interrupted:
-                raise
-            except Exception as e:  # noqa: BLE001 - one failed level must not lose the others
-                failures.append(f"{entry.name} seed {seed}: {first_line(e)}")
-                print(f"[analyze] {failures[-1]}", flush=True)
-        if finals:
-            rows.append({**stats, **summarise(entry, finals), "clusters": spec})
+    levels = dict(cluster_levels(base, synthetic))
+    trained, failures = train_entries(base, [Entry("cl-infonce", spec) for spec in levels], seeds, out)
+    rows = [{**levels[row["clusters"]], **row} for row in trained]
     with (out / "analysis.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
         writer.writeheader()

@@ -25,7 +25,7 @@ def create_backbone(cfg: ModelConfig, in_chans: int) -> nn.Module:
         if not (hasattr(model, "conv1") and hasattr(model, "maxpool")):
             raise UserError(f"model.stem=small needs a ResNet-style model with conv1/maxpool; {cfg.backbone} has "
                             "neither; use model.stem=timm")
-        out_channels = model.conv1.out_channels if isinstance(model.conv1, nn.Conv2d) else model.conv1[-1].num_features
+        out_channels = model.bn1.num_features  # conv1 may be a deep stem (Sequential); bn1 follows it either way
         model.conv1 = nn.Conv2d(in_chans, out_channels, kernel_size=3, stride=1, padding=1, bias=False)
         model.maxpool = nn.Identity()
     return model

@@ -1,4 +1,4 @@
-"""`selfsup-clusters` command line: sub-commands train (eval, compare, clusters, bench follow)."""
+"""`selfsup-clusters` command line: sub-commands train, compare, analyze, eval, clusters, bench."""
 
 from __future__ import annotations
 

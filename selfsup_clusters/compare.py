@@ -199,11 +199,9 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def compare(base: Config, methods: list[str], clusters_for: dict[str, list[str]], seeds: int,
-            out: Path) -> tuple[str, list[str]]:
-    """Train every row and seed (skipping finished runs), write the results; the table and the failures."""
-    entries = plan(methods, clusters_for, base.clusters.spec)
-    out.mkdir(parents=True, exist_ok=True)
+def train_entries(base: Config, entries: list[Entry], seeds: int, out: Path) -> tuple[list[dict], list[str]]:
+    """Train every entry and seed (skipping finished runs); one summary row per entry that finished at least
+    once, and one line per failed run. A failure does not stop the others; Ctrl-C does."""
     rows, failures = [], []
     for entry in entries:
         finals = []
@@ -212,10 +210,19 @@ def compare(base: Config, methods: list[str], clusters_for: dict[str, list[str]]
                 finals.append(run_one(base, entry, seed, out))
             except Interrupted:
                 raise
-            except Exception as e:  # noqa: BLE001 - one failed method must not lose the others' results
+            except Exception as e:  # noqa: BLE001 - one failed run must not lose the others' results
                 failures.append(f"{entry.name} seed {seed}: {first_line(e)}")
-                print(f"[compare] {failures[-1]}", flush=True)
+                print(f"[compare] FAILED {failures[-1]}", flush=True)
         if finals:
             rows.append(summarise(entry, finals))
+    return rows, failures
+
+
+def compare(base: Config, methods: list[str], clusters_for: dict[str, list[str]], seeds: int,
+            out: Path) -> tuple[str, list[str]]:
+    """Train every row and seed (skipping finished runs), write the results; the table and the failures."""
+    entries = plan(methods, clusters_for, base.clusters.spec)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, failures = train_entries(base, entries, seeds, out)
     rows += raw_pixel_rows(base, out)
     return write_results(rows, out, base, failures), failures

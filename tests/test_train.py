@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -41,3 +42,13 @@ def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(tmp_path, monkeyp
     assert [r["epoch"] for r in again] == [0, 1]
     for a, b in zip(straight, again, strict=True):
         assert a["loss"] == b["loss"] and a["knn_top1"] == b["knn_top1"] and a["lr"] == b["lr"]
+
+
+@pytest.mark.parametrize("backbone", ["test_resnet", "resnet10t"])
+def test_small_stem_keeps_the_resolution(backbone):
+    from selfsup_clusters.backbones import create_backbone
+    from selfsup_clusters.config import ModelConfig
+
+    small = create_backbone(ModelConfig(backbone=backbone, stem="small"), in_chans=3)
+    assert small.conv1.stride == (1, 1) and isinstance(small.maxpool, torch.nn.Identity)
+    assert small(torch.zeros(2, 3, 32, 32)).shape == (2, small.num_features)
