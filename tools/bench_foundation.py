@@ -53,15 +53,16 @@ class PerImageViews(Dataset):
         return self.transform(image), self.transform(image), i
 
 
-def time_steps(method, optimizer, batches, steps: int) -> tuple[float, float]:
-    """Run `steps` training steps; return (total seconds, seconds spent waiting for data)."""
+def time_steps(method, optimizer, batches, steps: int, bf16: bool = False) -> tuple[float, float]:
+    """Run `steps` training steps (under bf16 autocast if asked); return (total seconds, seconds waiting for data)."""
     data_time, start = 0.0, time.perf_counter()
     iterator = iter(batches)
     for _ in range(steps):
         t0 = time.perf_counter()
         views, index = next(iterator)
         data_time += time.perf_counter() - t0
-        out = method.training_step(views, index, index)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = method.training_step(views, index, index)
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         optimizer.step()
@@ -93,8 +94,9 @@ def throughput(args) -> dict:
                                 shuffle=True, num_workers=2, drop_last=True, persistent_workers=False)
             source = ((list(v), i) for v1, v2_, i in loader for v in [(v1, v2_)])
         source = iter(source)
-        time_steps(method, optimizer, source, 2)  # warm-up: worker start, oneDNN kernel choice
-        seconds, data_seconds = time_steps(method, optimizer, source, args.steps)
+        bf16 = args.precision == "bf16"
+        time_steps(method, optimizer, source, 2, bf16)  # warm-up: worker start, oneDNN kernel choice
+        seconds, data_seconds = time_steps(method, optimizer, source, args.steps, bf16)
         results[pipeline] = {
             "images_per_s": args.steps * args.batch_size * 2 / seconds,
             "data_time_frac": data_seconds / seconds,
@@ -103,9 +105,10 @@ def throughput(args) -> dict:
               f"data share {results[pipeline]['data_time_frac']:.1%}", flush=True)
     ratio = results["in_memory_batched"]["images_per_s"] / results["per_image_dataloader_2_workers"]["images_per_s"]
     print(f"speed-up of the in-memory batched pipeline: {ratio:.2f}x")
-    return {"throughput": {"backbone": cfg.model.backbone, "stem": cfg.model.stem, "batch_size": args.batch_size,
-                           "image_size": cfg.data.image_size, "steps": args.steps, **results,
-                           "speedup": ratio, "threads": torch.get_num_threads()}}
+    return {f"throughput_{args.precision}": {
+        "backbone": cfg.model.backbone, "stem": cfg.model.stem, "batch_size": args.batch_size,
+        "precision": args.precision, "image_size": cfg.data.image_size, "steps": args.steps, **results,
+        "speedup": ratio, "threads": torch.get_num_threads()}}
 
 
 def raw_knn(args) -> dict:
@@ -198,6 +201,7 @@ def main() -> None:
     p = sub.add_parser("throughput")
     p.add_argument("--steps", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast in both pipelines")
     sub.add_parser("raw-knn")
     p = sub.add_parser("quality")
     p.add_argument("--run", required=True)
