@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from selfsup_clusters.config import Config
 from selfsup_clusters.errors import Interrupted, UserError, first_line
-from selfsup_clusters.evaluate import linear_probe, weighted_knn
+from selfsup_clusters.evaluate import linear_probe, raw_pixel_features, weighted_knn
 
 METRICS = ("knn_top1", "linear_top1", "nmi", "train_time_s", "images_per_s")
 
@@ -119,10 +118,7 @@ def raw_pixel_rows(cfg: Config, out: Path) -> list[dict]:
     data = load_dataset(cfg.data)
     if not torch.is_tensor(data.train.images):
         return []  # image files: no raw-pixel reference
-    train = data.train.images.flatten(1).float()
-    mean = train.mean(dim=0, keepdim=True)
-    train_features = F.normalize(train - mean, dim=1)
-    test_features = F.normalize(data.test.images.flatten(1).float() - mean, dim=1)
+    train_features, test_features = raw_pixel_features(data.train.images, data.test.images)
     labels, test_labels = data.train.labels, data.test.labels
     row = {"name": "raw pixels", "method": "raw pixels", "clusters": "none", "seeds": 1,
            "knn_top1": weighted_knn(train_features, labels, test_features, test_labels, cfg.eval.knn_k,

@@ -61,13 +61,18 @@ def weighted_knn(
     return correct / test_features.shape[0]
 
 
-def raw_pixel_knn(train_images: torch.Tensor, train_labels: torch.Tensor, test_images: torch.Tensor,
-                  test_labels: torch.Tensor, k: int = 200, temperature: float = 0.1) -> float:
-    """The same kNN on raw pixels (mean-centred, L2-normalised): the floor a representation should beat."""
+def raw_pixel_features(train_images: torch.Tensor, test_images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw pixels as features (centred on the training mean, L2-normalised): the floor a representation should
+    beat."""
     train = train_images.flatten(1).float()
     mean = train.mean(dim=0, keepdim=True)
-    train_features = F.normalize(train - mean, dim=1)
-    test_features = F.normalize(test_images.flatten(1).float() - mean, dim=1)
+    return F.normalize(train - mean, dim=1), F.normalize(test_images.flatten(1).float() - mean, dim=1)
+
+
+def raw_pixel_knn(train_images: torch.Tensor, train_labels: torch.Tensor, test_images: torch.Tensor,
+                  test_labels: torch.Tensor, k: int = 200, temperature: float = 0.1) -> float:
+    """The same kNN on raw pixels."""
+    train_features, test_features = raw_pixel_features(train_images, test_images)
     return weighted_knn(train_features, train_labels, test_features, test_labels, k, temperature)
 
 

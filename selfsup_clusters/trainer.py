@@ -307,17 +307,18 @@ def train_epoch(run: Run, epoch: int, logger: RunLogger) -> dict:
     }
 
 
+def backbone_features(run: Run, split) -> torch.Tensor:
+    """L2-normalised backbone features of a split's centre views, in eval mode (the evaluation protocol)."""
+    with autocast(run):
+        return extract_features(run.method.features, run.batches.eval(split, run.cfg.eval.batch_size),
+                                modules=[run.method])
+
+
 def evaluate(run: Run, final: bool = False, logger: RunLogger | None = None) -> dict:
     """kNN top-1 on backbone features (eval mode); after the last epoch also the linear probe, the cluster
     quality of the test features and the TensorBoard projector, as `cfg.eval` asks."""
     cfg, data = run.cfg, run.data
-
-    def encode(split) -> torch.Tensor:
-        with autocast(run):
-            return extract_features(run.method.features, run.batches.eval(split, cfg.eval.batch_size),
-                                    modules=[run.method])
-
-    train_features, test_features = encode(data.train), encode(data.test)
+    train_features, test_features = backbone_features(run, data.train), backbone_features(run, data.test)
     augmented_probe = final and cfg.eval.linear and cfg.eval.linear_augmented_epochs > 0
     results = evaluate_features(train_features, data.train.labels, test_features, data.test.labels, cfg.eval,
                                 linear=final and cfg.eval.linear and not augmented_probe,
@@ -369,9 +370,7 @@ def evaluate_checkpoint(checkpoint_path: str | Path, knn: bool = True, linear: b
     eval.json beside the checkpoint."""
     run = load_trained(checkpoint_path, ["data.subset=null", "data.test_subset=null", *(overrides or [])])
     cfg, data = run.cfg, run.data
-    with autocast(run):
-        features = [extract_features(run.method.features, run.batches.eval(split, cfg.eval.batch_size),
-                                     [run.method]) for split in (data.train, data.test)]
+    features = [backbone_features(run, split) for split in (data.train, data.test)]
     results = evaluate_features(features[0], data.train.labels, features[1], data.test.labels, cfg.eval, knn=knn,
                                 linear=linear, clusters=clusters, seed=cfg.seed)
     results.pop("kmeans_ids", None)
