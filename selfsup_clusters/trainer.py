@@ -160,6 +160,10 @@ def setup(cfg: Config, resume: str | Path | None = None, data: ImageDataset | No
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        # Late in training some gradients turn denormal and x86 slows down on them: measured here, resnet18 bf16
+        # fell from ~960 to 750-850 images/s after epoch 1, and kept ~1,000 with flushing; losses were unchanged.
+        torch.set_flush_denormal(True)
     data = load_dataset(cfg.data) if data is None else data
     if method_class(cfg.method).needs_labels and bool((data.train.labels < 0).any()):
         raise UserError(f"method {cfg.method!r} needs a label for every training image; this data has unlabelled "
