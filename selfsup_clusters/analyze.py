@@ -20,15 +20,14 @@ COLUMNS = ("clusters", "num_clusters", "I_Z_T", "H_Z_given_T", "H_Z", "linear_to
 
 
 def cluster_levels(base: Config, synthetic: list[str]) -> list[tuple[str, dict]]:
-    """(spec, statistics) of every distinct auxiliary level with at least 2 clusters, the labels, and the
-    synthetic specs; statistics of the training clusters against the labels."""
-    from selfsup_clusters.clusters import cluster_statistics, statistics_table
+    """(spec, statistics) of every distinct auxiliary level with at least 2 clusters (labels, superclasses,
+    WordNet and attribute levels) and of the synthetic specs; statistics of the training clusters against the labels."""
+    from selfsup_clusters.clusters import cluster_statistics
     from selfsup_clusters.data import load_dataset
-    from selfsup_clusters.trainer import build_clusters
+    from selfsup_clusters.trainer import build_clusters, cluster_statistics_table
 
     data = load_dataset(base.data)
-    rows = statistics_table(data.train.labels, data.class_names, wnids=data.wnids, attributes=data.train.attributes,
-                            attribute_names=data.attribute_names or None, wordnet_dir=base.clusters.wordnet_dir)
+    rows = cluster_statistics_table(base, data)
     levels, seen = [], set()
     for row in rows:
         # WordNet depths that give the same partition as a shallower one add nothing; one cluster teaches nothing

@@ -50,24 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--clusters-for", metavar="M=SPEC,...",
                          help="cluster source per method, e.g. cl-infonce=wordnet:8,pcl=kmeans:25,50,100; "
                               "'|' gives one method several rows: cl-infonce=wordnet:7|wordnet:9")
-    compare.add_argument("--seeds", type=int, default=1, help="seeds per method: --seed, --seed+1, ... (default 1)")
     compare.add_argument("--out", required=True, help="folder for every run and the results")
-    for flag in ("--config", "--dataset", "--data-root", "--backbone", "--clusters"):
-        compare.add_argument(flag)
-    for flag in ("--epochs", "--batch-size", "--subset", "--seed"):
-        compare.add_argument(flag, type=int)
-    compare.add_argument("overrides", nargs="*", metavar="key=value", help="shared by every run")
+    compare.add_argument("--clusters", metavar="SPEC", help="for methods that learn from clusters and have no "
+                                                            "--clusters-for entry")
+    add_shared_run_flags(compare)
 
     analyze = sub.add_parser("analyze", help="cl-infonce on every cluster level: accuracy against I(Z;T), H(Z|T)")
     analyze.add_argument("--out", required=True, help="folder for every run and analysis.csv/.md/.png")
     analyze.add_argument("--synthetic", default="", metavar="SPECS",
                          help="also train on synthetic clusters from the labels, e.g. merge:2,merge:5,split:2,split:4")
-    analyze.add_argument("--seeds", type=int, default=1)
-    for flag in ("--config", "--dataset", "--data-root", "--backbone"):
-        analyze.add_argument(flag)
-    for flag in ("--epochs", "--batch-size", "--subset", "--seed"):
-        analyze.add_argument(flag, type=int)
-    analyze.add_argument("overrides", nargs="*", metavar="key=value", help="shared by every run")
+    add_shared_run_flags(analyze)
 
     evaluate = sub.add_parser("eval", help="evaluate a checkpoint: kNN, linear probe, cluster quality (default all)")
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help="e.g. runs/RUN/checkpoints/last.pt")
@@ -108,6 +100,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_shared_run_flags(parser: argparse.ArgumentParser) -> None:
+    """The options `compare` and `analyze` pass to every run they train."""
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per run: --seed, --seed+1, ... (default 1)")
+    for flag in ("--config", "--dataset", "--data-root", "--backbone"):
+        parser.add_argument(flag)
+    for flag in ("--epochs", "--batch-size", "--subset", "--seed"):
+        parser.add_argument(flag, type=int)
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="shared by every run")
+
+
+def shared_run_config(args: argparse.Namespace):
+    """The config every run of `compare` / `analyze` starts from (each run gets its own folder under --out)."""
+    from selfsup_clusters.config import load_config
+
+    if args.seeds < 1:
+        raise UserError("--seeds must be at least 1")
+    return load_config(args.config, [o for o in config_overrides(args) if not o.startswith("out=")])
+
+
 def config_overrides(args: argparse.Namespace) -> list[str]:
     overrides = [f"{key}={getattr(args, flag)}" for flag, key in TRAIN_FLAGS.items()
                  if getattr(args, flag, None) is not None]
@@ -138,13 +149,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from selfsup_clusters.compare import compare, parse_clusters_for
-    from selfsup_clusters.config import load_config
 
-    overrides = [o for o in config_overrides(args) if not o.startswith("out=")]
-    base = load_config(args.config, overrides)
+    base = shared_run_config(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if args.seeds < 1:
-        raise UserError("--seeds must be at least 1")
     table, failures = compare(base, methods, parse_clusters_for(args.clusters_for), args.seeds, Path(args.out))
     print(table)
     print(f"written to {args.out}/results.csv, results.md, results.png; tensorboard --logdir {args.out}")
@@ -153,11 +160,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from selfsup_clusters.analyze import analyze
-    from selfsup_clusters.config import load_config
 
-    base = load_config(args.config, [o for o in config_overrides(args) if not o.startswith("out=")])
-    if args.seeds < 1:
-        raise UserError("--seeds must be at least 1")
+    base = shared_run_config(args)
     synthetic = [spec.strip() for spec in args.synthetic.split(",") if spec.strip()]
     report, failures = analyze(base, synthetic, args.seeds, Path(args.out))
     print(report)
@@ -181,15 +185,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_clusters(args: argparse.Namespace) -> int:
-    from selfsup_clusters.clusters import format_table, statistics_table
+    from selfsup_clusters.clusters import format_table
     from selfsup_clusters.config import load_config
     from selfsup_clusters.data import load_dataset
+    from selfsup_clusters.trainer import cluster_statistics_table
 
     cfg = load_config(args.config, config_overrides(args))
     data = load_dataset(cfg.data)
-    rows = statistics_table(data.train.labels, data.class_names, wnids=data.wnids, attributes=data.train.attributes,
-                            attribute_names=data.attribute_names or None, wordnet_dir=cfg.clusters.wordnet_dir,
-                            superclasses=data.superclasses, superclass_names=data.superclass_names)
+    rows = cluster_statistics_table(cfg, data)
     print(f"{cfg.data.name}: {len(data.train)} training images, {len(data.class_names)} classes; "
           "H, I in bits (T = class label)")
     print(format_table(rows))

@@ -31,6 +31,7 @@ from selfsup_clusters.clusters import (
     KMeansOptions,
     build_cluster_source,
     cluster_statistics,
+    statistics_table,
 )
 from selfsup_clusters.config import Config, merge_overrides, to_dict, to_yaml, validate
 from selfsup_clusters.data import ImageDataset, load_dataset
@@ -220,6 +221,14 @@ def build_clusters(cfg: Config, data: ImageDataset) -> ClusterSource | None:
                                 attributes=data.train.attributes, attribute_names=data.attribute_names or None,
                                 kmeans_options=options, wordnet_dir=c.wordnet_dir, superclasses=data.superclasses,
                                 superclass_names=data.superclass_names)
+
+
+def cluster_statistics_table(cfg: Config, data: ImageDataset) -> list[dict]:
+    """Statistics (H, I, NMI, AMI against the labels) of every auxiliary cluster level the dataset has: the labels,
+    superclasses, WordNet levels, attribute levels."""
+    return statistics_table(data.train.labels, data.class_names, wnids=data.wnids, attributes=data.train.attributes,
+                            attribute_names=data.attribute_names or None, wordnet_dir=cfg.clusters.wordnet_dir,
+                            superclasses=data.superclasses, superclass_names=data.superclass_names)
 
 
 def clustering_due(run: Run, epoch: int) -> bool:

@@ -136,6 +136,15 @@ def test_cifar100_superclasses_come_from_the_coarse_labels(tmp_path, capsys):
     assert status == 0 and row[1:4] == ["3", "8", "8"] and row[5] == "0.000"  # 3 clusters of 8, H(Z|T) = 0
 
 
+def test_analyze_includes_the_superclass_level(tmp_path):
+    from selfsup_clusters.analyze import cluster_levels
+
+    fake_cifar100(tmp_path)
+    base = load_config(overrides=["data.name=cifar100", f"data.root={tmp_path}"])
+    specs = [spec for spec, _ in cluster_levels(base, [])]
+    assert specs[:2] == ["labels", "superclass"]
+
+
 def test_superclass_on_a_dataset_without_superclasses_says_so(tmp_path, capsys):
     fake_cifar10(tmp_path)
     status, _, err = run_cli(capsys, "train", "--dataset", "cifar10", "--data-root", str(tmp_path), "--method",
