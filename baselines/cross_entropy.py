@@ -1,8 +1,9 @@
 """Cross-entropy baselines: predict cluster ids ("ce", the paper's comparison) or the labels ("supervised").
 
 As the Cl-InfoNCE authors' code does, the classifier is linear on the backbone features. With k-means clusters the
-ids are arbitrary after every re-clustering, so the heads are re-initialised then (DeepCluster does the same);
-their optimizer momentum is kept. The memory bank holds the L2-normalised backbone features.
+ids are arbitrary after every re-clustering, so the heads are re-initialised then (DeepCluster does the same), from
+a generator seeded by (seed, number of re-clusterings) so every rank draws the same heads, and the trainer clears
+their optimizer state. The memory bank holds the L2-normalised backbone features.
 """
 
 from __future__ import annotations
@@ -18,22 +19,36 @@ from selfsup_clusters.method import Method
 class ClusterCrossEntropy(Method):
     name = "ce"
     uses_clusters = True
+    learns_from = "clusters: a linear head on the backbone predicts each sample's cluster id (cross-entropy)"
+    # The standard supervised ResNet recipe (He et al. 2016; Goyal et al. 2017: lr 0.1 per 256, momentum 0.9) with
+    # CIFAR's wd 5e-4; no temperature. The lr chosen on the validation split with `tune` (docs/recipes.md).
+    recipe = {"optim.name": "sgd", "optim.lr": 0.1, "optim.momentum": 0.9, "optim.nesterov": False,
+              "optim.weight_decay": 5e-4, "method_args.temperature": None}
+    reference = "He et al. 2016 / Goyal et al. 2017 (supervised SGD recipe); the paper's CE baseline"
 
     def __init__(self, cfg, backbone, **kwargs):
         super().__init__(cfg, backbone, **kwargs)
         self.embedding_dim = self.feature_dim
         self.heads = nn.ModuleList(nn.Linear(self.feature_dim, k) for k in self.head_sizes())
         self.targets: list[torch.Tensor] = []  # (N,) per head; handed over by set_clusters, not checkpointed
+        self.register_buffer("resets", torch.zeros((), dtype=torch.long))  # checkpointed: resume draws the same heads
 
     def head_sizes(self) -> list[int]:
         return self.num_clusters
 
-    def set_clusters(self, assignments) -> None:
+    def set_clusters(self, assignments) -> list[nn.Parameter]:
         device = self.heads[0].weight.device
+        reset: list[nn.Parameter] = []
         if self.targets:  # new k-means ids mean nothing to the old heads
-            for head in self.heads:
-                head.reset_parameters()
+            self.resets += 1
+            # The same heads on every rank, and the global RNG untouched.
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(self.seed * 1_000_003 + int(self.resets))
+                for head in self.heads:
+                    head.reset_parameters()
+            reset = list(self.heads.parameters())
         self.targets = [ids.to(device) for ids in assignments.ids]
+        return reset
 
     def training_step(self, views: list[torch.Tensor], index: torch.Tensor, label: torch.Tensor) -> dict:
         if not self.targets:
@@ -60,6 +75,7 @@ class Supervised(ClusterCrossEntropy):
     name = "supervised"
     uses_clusters = False
     needs_labels = True
+    learns_from = "the class labels (cross-entropy): the supervised reference"
 
     def head_sizes(self) -> list[int]:
         return [self.num_classes]

@@ -40,7 +40,13 @@ class MoCo(Method):
     """
 
     name = "moco"
-    default_temperature = 0.2
+    learns_from = "instances: a query against its momentum key and a queue of past keys"
+    # MoCo v2, facebookresearch/moco main_moco.py (--lr 0.03 --mlp --moco-t 0.2 --aug-plus --cos, batch 256, SGD
+    # momentum 0.9, wd 1e-4); queue 4096 and key momentum 0.99 from the repository's CIFAR-10 demo (small data).
+    recipe = {"optim.name": "sgd", "optim.lr": 0.03, "optim.momentum": 0.9, "optim.nesterov": False,
+              "optim.weight_decay": 1e-4, "method_args.temperature": 0.2, "method_args.momentum": 0.99,
+              "method_args.queue_size": 4096, "method_args.symmetric": False}
+    reference = "He et al. 2020 / Chen et al. 2020 (MoCo v2), facebookresearch/moco main_moco.py"
 
     def __init__(self, cfg, backbone, **kwargs):
         super().__init__(cfg, backbone, **kwargs)
@@ -53,6 +59,7 @@ class MoCo(Method):
                             "batch_size")
         self.momentum = args.momentum
         self.splits = args.shuffle_bn_splits
+        self.symmetric = args.symmetric
         self.projector = projection_head(self.feature_dim, cfg.model.proj_hidden_dim, cfg.model.proj_dim)
         self.key_backbone = copy.deepcopy(self.backbone)
         self.key_projector = copy.deepcopy(self.projector)
@@ -88,13 +95,20 @@ class MoCo(Method):
         ring_write(self.queue_ptr, [self.queue], [distributed.all_gather(keys)])
 
     def contrast(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries (B, d), keys (B, d) and InfoNCE against the queue; the keys then enter the queue."""
+        """Queries of view 0 (B, d), keys of view 1 (B, d) and InfoNCE against the queue; the keys then enter the
+        queue. Symmetric: view 1's queries against view 0's keys too, the loss the mean of both directions (as
+        solo-learn's MoCo v2+ and the MoCo CIFAR demo's option); only view 1's keys are enqueued, so the queue
+        spans as many past steps as in the asymmetric loss."""
         query = self.encode_queries(views[0])
         key = self.encode_keys(views[1])
         # A copy: the loss's backward needs the queue as it was, and enqueue changes it in place.
-        loss = info_nce(query, key, self.queue.clone(), self.temperature)
+        negatives = self.queue.clone()
+        loss = info_nce(query, key, negatives, self.temperature)
+        if self.symmetric:
+            loss = (loss + info_nce(self.encode_queries(views[1]), self.encode_keys(views[0]), negatives,
+                                    self.temperature)) / 2
         self.enqueue(key)
-        return query, key, loss
+        return query, key, self.scale_loss(loss)
 
     def training_step(self, views: list[torch.Tensor], index: torch.Tensor, label: torch.Tensor) -> dict:
         _, key, loss = self.contrast(views)

@@ -10,84 +10,79 @@ re-running skips finished levels.
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 
-from selfsup_clusters.compare import Entry, train_entries
-from selfsup_clusters.config import Config
+from selfsup_clusters.compare import Entry, interval_text, summarise, train_entries
+from selfsup_clusters.config import UserConfig
+from selfsup_clusters.intervals import spearman_interval
 
-COLUMNS = ("clusters", "num_clusters", "I_Z_T", "H_Z_given_T", "H_Z", "linear_top1", "knn_top1", "seeds")
+COLUMNS = ("clusters", "num_clusters", "I_Z_T", "H_Z_given_T", "H_Z", "linear_top1", "linear_top1_low",
+           "linear_top1_high", "knn_top1", "knn_top1_low", "knn_top1_high", "seeds")
 
 
-def cluster_levels(base: Config, synthetic: list[str]) -> list[tuple[str, dict]]:
+def cluster_levels(user: UserConfig, synthetic: list[str]) -> list[tuple[str, dict]]:
     """(spec, statistics) of every distinct auxiliary level with at least 2 clusters (labels, superclasses,
-    WordNet and attribute levels) and of the synthetic specs; statistics of the training clusters against the labels."""
-    from selfsup_clusters.clusters import cluster_statistics
+    WordNet and attribute levels) and of the synthetic specs; statistics of the training clusters against the
+    labels."""
+    from selfsup_clusters.clusters import cluster_statistics, statistics_table
     from selfsup_clusters.data import load_dataset
-    from selfsup_clusters.trainer import build_clusters, cluster_statistics_table
+    from selfsup_clusters.run import build_clusters
 
+    base = user.load("method=cl-infonce")
     data = load_dataset(base.data)
-    rows = cluster_statistics_table(base, data)
+    if base.data.val_fraction > 0:
+        data = data.holdout(base.data.val_fraction)
     levels, seen = [], set()
-    for row in rows:
+    for row in statistics_table(data.auxiliary, base.clusters.wordnet_dir):
         # WordNet depths that give the same partition as a shallower one add nothing; one cluster teaches nothing
         key = (row["num_clusters"], round(row["I_Z_T"], 6), round(row["H_Z_given_T"], 6))
         if row["num_clusters"] >= 2 and key not in seen:
             seen.add(key)
             levels.append((row["clusters"], row))
     for spec in synthetic:
-        cfg = _with_clusters(base, spec)
-        source = build_clusters(cfg, data)
+        base.clusters.spec = spec
+        source = build_clusters(base, data)
         levels.append((spec, cluster_statistics(source.assign(None).ids[0], data.train.labels)))
     return levels
 
 
-def _with_clusters(base: Config, spec: str) -> Config:
-    import copy
-
-    cfg = copy.deepcopy(base)
-    cfg.clusters.spec = spec
-    return cfg
-
-
-def spearman(x: list[float], y: list[float]) -> float:
-    from scipy.stats import spearmanr
-
-    if len(x) < 3:
-        return math.nan
-    return float(spearmanr(x, y).statistic)
+def correlations(rows: list[dict]) -> dict[tuple[str, str], tuple[float, float, float]]:
+    """Spearman's rho of each information measure with each accuracy over the cluster sets, with a 95% bootstrap
+    interval over the sets: {(measure, metric): (rho, low, high)}."""
+    return {(key, metric): spearman_interval([r[key] for r in rows], [r[metric] for r in rows])
+            for key in ("I_Z_T", "H_Z_given_T") for metric in ("linear_top1", "knn_top1")}
 
 
-def analyze(base: Config, synthetic: list[str], seeds: int, out: Path) -> tuple[str, list[str]]:
+def analyze(user: UserConfig, synthetic: list[str], seeds: list[int], out: Path) -> tuple[str, list[str]]:
     """Train cl-infonce on every level, then write analysis.csv/.md/.png; the printed report and failures."""
     out.mkdir(parents=True, exist_ok=True)
-    levels = dict(cluster_levels(base, synthetic))
-    trained, failures = train_entries(base, [Entry("cl-infonce", spec) for spec in levels], seeds, out)
-    rows = [{**levels[row["clusters"]], **row} for row in trained]
+    levels = dict(cluster_levels(user, synthetic))
+    results, failures = train_entries(user, [Entry("cl-infonce", spec) for spec in levels], seeds, out, "analyze")
+    rows = [{**levels[result.entry.clusters], **summarise(result)} for result in results]
     with (out / "analysis.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     lines = ["| clusters | K | I(Z;T) bits | H(Z|T) bits | H(Z) bits | linear top-1 | kNN top-1 |", "|" + "---|" * 7]
     lines += [f"| {r['clusters']} | {r['num_clusters']} | {r['I_Z_T']:.3f} | {r['H_Z_given_T']:.3f} | "
-              f"{r['H_Z']:.3f} | {r.get('linear_top1', math.nan):.4f} | {r.get('knn_top1', math.nan):.4f} |"
-              for r in rows]
+              f"{r['H_Z']:.3f} | {interval_text(r, 'linear_top1')} | {interval_text(r, 'knn_top1')} |" for r in rows]
     scored = [r for r in rows if "linear_top1" in r and "knn_top1" in r]
-    correlations = {(key, metric): spearman([r[key] for r in scored], [r[metric] for r in scored])
-                    for key in ("I_Z_T", "H_Z_given_T") for metric in ("linear_top1", "knn_top1")}
+    rho = correlations(scored)
     lines.append("")
     for metric, label in (("linear_top1", "linear"), ("knn_top1", "kNN")):
-        lines.append(f"Spearman rank correlation with {label} top-1 over {len(scored)} cluster sets: "
-                     f"I(Z;T) {correlations['I_Z_T', metric]:+.2f}, H(Z|T) {correlations['H_Z_given_T', metric]:+.2f}")
+        parts = [f"{name} {rho[key, metric][0]:+.2f} [{rho[key, metric][1]:+.2f}, {rho[key, metric][2]:+.2f}]"
+                 for key, name in (("I_Z_T", "I(Z;T)"), ("H_Z_given_T", "H(Z|T)"))]
+        lines.append(f"Spearman rank correlation with {label} top-1 over {len(scored)} cluster sets (95% bootstrap "
+                     f"interval over the sets): {', '.join(parts)}")
     lines.append("(the paper: positive for I(Z;T), negative for H(Z|T))")
     lines += [f"FAILED: {failure}" for failure in failures]
     report = "\n".join(lines)
     (out / "analysis.md").write_text(report + "\n")
-    plot(scored, correlations, out / "analysis.png")
+    plot(scored, rho, out / "analysis.png")
     return report, failures
 
 
-def plot(rows: list[dict], correlations: dict, path: Path) -> None:
+def plot(rows: list[dict], rho: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,7 +95,7 @@ def plot(rows: list[dict], correlations: dict, path: Path) -> None:
             ax.annotate(r["clusters"], (r[key], r["linear_top1"]), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
         ax.set_xlabel(label)
-        ax.set_title(f"Spearman {correlations[key, 'linear_top1']:+.2f}")
+        ax.set_title(f"Spearman {rho[key, 'linear_top1'][0]:+.2f}")
     axes[0].set_ylabel("linear top-1")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -1,6 +1,6 @@
 """`selfsup-clusters bench`: how fast this machine trains, clusters and evaluates, measured through the training code.
 
-Per method, a run is built by `trainer.setup` and timed by `trainer.train_epoch` (the loop itself: same batches,
+Per method, a run is built by `run.setup` and timed by `trainer.train_epoch` (the loop itself: same batches,
 augmentation, autocast, optimizer, memory bank): training images/s (both views counted), the data path's share of
 step time (the same batches drawn alone), and model FLOPs utilisation (MFU): the FLOPs of one training step
 (forward and backward, counted by torch.utils.flop_counter) times steps per second, over the peak FLOP/s measured in
@@ -21,24 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from selfsup_clusters.clusters import KMeansOptions, format_table, run_kmeans
+from selfsup_clusters.clusters import KMeansOptions, run_kmeans
 from selfsup_clusters.config import Config, load_config
 from selfsup_clusters.data import ImageDataset, Split, load_dataset
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.evaluate import extract_features, weighted_knn
 from selfsup_clusters.logger import RunLogger
-from selfsup_clusters.trainer import (
-    Run,
-    autocast,
-    clustering_due,
-    epoch_generator,
-    method_class,
-    resolve_device,
-    resolve_precision,
-    setup,
-    train_epoch,
-    update_clusters,
-)
+from selfsup_clusters.methods import method_class
+from selfsup_clusters.run import Run, autocast, resolve_device, resolve_precision, setup
+from selfsup_clusters.tables import format_table
+from selfsup_clusters.trainer import clustering_due, epoch_generator, train_epoch, update_clusters
 
 
 def synthetic_dataset(train: int, test: int, channels: int, size: int, seed: int = 0) -> ImageDataset:

@@ -30,7 +30,12 @@ from selfsup_clusters.method import Method
 class ClInfoNCE(Method):
     name = "cl-infonce"
     uses_clusters = True
-    default_temperature = 0.1  # the paper's value for auxiliary clusters
+    learns_from = "clusters: every view of a sample in the anchor's cluster is a positive"
+    # The paper and its official code (Tsai et al. 2022): T 0.1, SGD nesterov momentum 0.95, lr 0.01-0.03 at batch
+    # 128 (0.02-0.06 per 256), wd 1e-4; the lr chosen on the validation split with `tune` (docs/recipes.md).
+    recipe = {"optim.name": "sgd", "optim.lr": 0.05, "optim.momentum": 0.95, "optim.nesterov": True,
+              "optim.weight_decay": 1e-4, "method_args.temperature": 0.1, "method_args.base_temperature": None}
+    reference = "Tsai et al. 2022 (Cl-InfoNCE), arXiv 2106.02869, official code's SGD settings"
 
     def __init__(self, cfg, backbone, **kwargs):
         super().__init__(cfg, backbone, **kwargs)
@@ -42,9 +47,10 @@ class ClInfoNCE(Method):
         self.register_buffer("queue_index", torch.full((size,), -1, dtype=torch.long))  # -1: empty slot
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
 
-    def set_clusters(self, assignments) -> None:
+    def set_clusters(self, assignments) -> list:
         device = self.queue.device
         self.cluster_ids = [ids.to(device) for ids in assignments.ids]
+        return []
 
     def training_step(self, views: list[torch.Tensor], index: torch.Tensor, label: torch.Tensor) -> dict:
         z = F.normalize(self.projector(self.backbone(torch.cat(views))), dim=1)
@@ -72,4 +78,4 @@ class ClInfoNCE(Method):
         if self.queue.shape[0]:  # every rank enqueues the whole global batch, so the queues stay equal
             ring_write(self.queue_pointer, [self.queue, self.queue_index],
                        [distributed.all_gather(first_view), distributed.all_gather(index)])
-        return {"loss": torch.stack(losses).mean(), "z": first_view}
+        return {"loss": self.scale_loss(torch.stack(losses).mean()), "z": first_view}

@@ -1,4 +1,5 @@
-"""`selfsup-clusters` command line: sub-commands train, compare, analyze, eval, clusters, bench."""
+"""`selfsup-clusters` command line: sub-commands train, methods, tune, compare, analyze, claims, eval, clusters,
+bench."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from selfsup_clusters.clusters.spec import SPEC_HELP
 from selfsup_clusters.errors import UserError
 
 # Flags that are shorthands for config keys.
@@ -29,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train one method; key=value overrides any config field")
     train.add_argument("--config", help="YAML config (default: configs/fashion_mnist.yaml)")
-    train.add_argument("--method", help="simclr, ... (see the README)")
+    train.add_argument("--method", help="simclr, cl-infonce, moco, pcl, ce, supervised (selfsup-clusters methods)")
     train.add_argument("--dataset", help="fashion-mnist (default), cifar10, cifar100, stl10, imagefolder:PATH, "
                                          "csv:PATH")
     train.add_argument("--data-root", help="folder holding the dataset files")
@@ -39,8 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int)
     train.add_argument("--subset", type=int, help="train on the first N training images")
     train.add_argument("--seed", type=int)
-    train.add_argument("--clusters", metavar="SPEC", help="none, labels, superclass, kmeans:K[,K2..], wordnet:LEVEL, "
-                                                          "attributes:K, merge:K, split:M")
+    train.add_argument("--clusters", metavar="SPEC", help=SPEC_HELP)
     train.add_argument("--out", help="run folder (default runs/<method>-<timestamp>)")
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from checkpoints/last.pt")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=0.3 model.stem=small")
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "'|' gives one method several rows: cl-infonce=wordnet:7|wordnet:9")
     compare.add_argument("--out", required=True, help="folder for every run and the results")
     compare.add_argument("--clusters", metavar="SPEC", help="for methods that learn from clusters and have no "
-                                                            "--clusters-for entry")
+                                                            f"--clusters-for entry: {SPEC_HELP}")
     add_shared_run_flags(compare)
 
     analyze = sub.add_parser("analyze", help="cl-infonce on every cluster level: accuracy against I(Z;T), H(Z|T)")
@@ -60,6 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--synthetic", default="", metavar="SPECS",
                          help="also train on synthetic clusters from the labels, e.g. merge:2,merge:5,split:2,split:4")
     add_shared_run_flags(analyze)
+
+    sub.add_parser("methods", help="list the methods: what each learns from, its reference recipe and source")
+
+    tune = sub.add_parser("tune", help="choose hyperparameters on a validation split held out of the training set")
+    tune.add_argument("--method", required=True, help="the method to tune (its recipe is the starting point)")
+    tune.add_argument("--clusters", metavar="SPEC", help=f"for methods that learn from clusters: {SPEC_HELP}")
+    tune.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                      help="values to try for one config key; repeat for a product grid, e.g. --grid optim.lr=0.1,0.3")
+    tune.add_argument("--out", required=True, help="folder for every run, tune.csv/.md and best.yaml")
+    add_shared_run_flags(tune)
+
+    claims = sub.add_parser("claims", help="train the runs the paper's four claims need; verdicts with intervals")
+    claims.add_argument("--budget", default="cpu", help="smoke, cpu (default) or gpu: configs/claims_<budget>.yaml")
+    claims.add_argument("--out", required=True, help="folder for every run, claims.md/.csv and the figures")
+    add_shared_run_flags(claims, seeds=3)
 
     evaluate = sub.add_parser("eval", help="evaluate a checkpoint: kNN, linear probe, cluster quality (default all)")
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help="e.g. runs/RUN/checkpoints/last.pt")
@@ -80,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure training images/s, MFU, k-means and kNN time on this machine")
     bench.add_argument("--method", help="one method (overrides --methods)")
     bench.add_argument("--methods", default="simclr,cl-infonce", help="comma-separated (default simclr,cl-infonce)")
-    bench.add_argument("--clusters", default="labels", metavar="SPEC", help="for methods that use clusters")
+    bench.add_argument("--clusters", default="labels", metavar="SPEC",
+                       help=f"for methods that use clusters: {SPEC_HELP}")
     bench.add_argument("--backbone", default="resnet18")
     bench.add_argument("--batch-size", type=int, default=256)
     bench.add_argument("--steps", type=int, default=20, help="timed training steps per method")
@@ -100,9 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_shared_run_flags(parser: argparse.ArgumentParser) -> None:
-    """The options `compare` and `analyze` pass to every run they train."""
-    parser.add_argument("--seeds", type=int, default=1, help="seeds per run: --seed, --seed+1, ... (default 1)")
+def add_shared_run_flags(parser: argparse.ArgumentParser, seeds: int = 1) -> None:
+    """The options `compare`, `analyze`, `tune` and `claims` pass to every run they train."""
+    parser.add_argument("--seeds", type=int, default=seeds,
+                        help=f"seeds per run: --seed, --seed+1, ... (default {seeds})")
     for flag in ("--config", "--dataset", "--data-root", "--backbone"):
         parser.add_argument(flag)
     for flag in ("--epochs", "--batch-size", "--subset", "--seed"):
@@ -110,13 +128,16 @@ def add_shared_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="shared by every run")
 
 
-def shared_run_config(args: argparse.Namespace):
-    """The config every run of `compare` / `analyze` starts from (each run gets its own folder under --out)."""
-    from selfsup_clusters.config import load_config
+def shared_runs(args: argparse.Namespace):
+    """What every run of `compare` / `analyze` / `claims` / `tune` starts from (each run then gets its method's
+    recipe, its own folder under --out, its seed), and the seeds: --seed, --seed+1, ..."""
+    from selfsup_clusters.config import UserConfig
 
     if args.seeds < 1:
         raise UserError("--seeds must be at least 1")
-    return load_config(args.config, [o for o in config_overrides(args) if not o.startswith("out=")])
+    user = UserConfig(args.config, tuple(o for o in config_overrides(args) if not o.startswith("out=")))
+    first = user.load().seed
+    return user, list(range(first, first + args.seeds))
 
 
 def config_overrides(args: argparse.Namespace) -> list[str]:
@@ -150,27 +171,49 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from selfsup_clusters.compare import compare, parse_clusters_for
 
-    base = shared_run_config(args)
+    user, seeds = shared_runs(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    table, failures = compare(base, methods, parse_clusters_for(args.clusters_for), args.seeds, Path(args.out))
+    table, failures = compare(user, methods, parse_clusters_for(args.clusters_for), seeds, Path(args.out))
     print(table)
     print(f"written to {args.out}/results.csv, results.md, results.png; tensorboard --logdir {args.out}")
     return 1 if failures else 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from selfsup_clusters.tune import parse_grid, tune
+
+    grid = parse_grid(args.grid)
+    user, seeds = shared_runs(args)
+    report, failures = tune(user, args.method, grid, seeds, Path(args.out))
+    print(report)
+    print(f"written to {args.out}/tune.csv, tune.md, best.yaml")
+    return 1 if failures else 0
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from selfsup_clusters.analyze import analyze
+    from selfsup_clusters.clusters import split_spec_list
 
-    base = shared_run_config(args)
-    synthetic = [spec.strip() for spec in args.synthetic.split(",") if spec.strip()]
-    report, failures = analyze(base, synthetic, args.seeds, Path(args.out))
+    user, seeds = shared_runs(args)
+    report, failures = analyze(user, split_spec_list(args.synthetic), seeds, Path(args.out))
     print(report)
     print(f"written to {args.out}/analysis.csv, analysis.md, analysis.png")
     return 1 if failures else 0
 
 
+def cmd_claims(args: argparse.Namespace) -> int:
+    from selfsup_clusters.claims import budget_config, claims
+
+    args.config = args.config or budget_config(args.budget)
+    user, seeds = shared_runs(args)
+    report, failures = claims(user, seeds, Path(args.out))
+    print(report)
+    print(f"written to {args.out}/claims.md, claims.csv, claims_c1.png ... claims_c4.png")
+    return 1 if failures else 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    from selfsup_clusters.trainer import evaluate_checkpoint
+    from selfsup_clusters.run_eval import evaluate_checkpoint
 
     every = not (args.knn or args.linear or args.clusters)
     overrides = list(args.overrides)
@@ -185,17 +228,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_clusters(args: argparse.Namespace) -> int:
-    from selfsup_clusters.clusters import format_table
+    from selfsup_clusters.clusters import statistics_table
     from selfsup_clusters.config import load_config
     from selfsup_clusters.data import load_dataset
-    from selfsup_clusters.trainer import cluster_statistics_table
+    from selfsup_clusters.tables import format_table
 
     cfg = load_config(args.config, config_overrides(args))
     data = load_dataset(cfg.data)
-    rows = cluster_statistics_table(cfg, data)
+    rows = statistics_table(data.auxiliary, cfg.clusters.wordnet_dir)
     print(f"{cfg.data.name}: {len(data.train)} training images, {len(data.class_names)} classes; "
           "H, I in bits (T = class label)")
     print(format_table(rows))
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from selfsup_clusters.methods import methods_table
+
+    print(methods_table())
     return 0
 
 
@@ -206,8 +256,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "compare": cmd_compare, "analyze": cmd_analyze, "eval": cmd_eval,
-            "clusters": cmd_clusters, "bench": cmd_bench}
+COMMANDS = {"train": cmd_train, "methods": cmd_methods, "tune": cmd_tune, "compare": cmd_compare,
+            "analyze": cmd_analyze, "claims": cmd_claims, "eval": cmd_eval, "clusters": cmd_clusters,
+            "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

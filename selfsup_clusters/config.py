@@ -36,6 +36,9 @@ class DataConfig:
     root: str | None = None  # None: the dataset's default location (Debian's package for Fashion-MNIST)
     download: bool = False  # fetch the dataset if missing (never done otherwise)
     subset: int | None = None  # train on the first N training images
+    # > 0: hold this fraction of the training set out (stratified by label, fixed seed) and evaluate on it instead
+    # of the test set: every choice of hyperparameters is made this way (`tune`), the test set only reports
+    val_fraction: float = 0.0
     test_subset: int | None = None  # evaluate on the first N test images (None: all)
     image_size: int = 28  # the size the network sees; images are resized on the fly when it differs
     num_workers: int = 4  # image folders and CSV tables: DataLoader processes decoding images (0: the main process)
@@ -75,8 +78,10 @@ class ModelConfig:
 @dataclass
 class OptimConfig:
     name: str = "sgd"  # "sgd" (momentum) or "adamw"
+    # The optimizer settings below are the fallback; each method's recipe (its own file) sets its own.
     lr: float = 0.5  # for a batch of 256; scaled linearly with the batch size
     momentum: float = 0.9
+    nesterov: bool = False
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.0  # the cosine ends at lr * min_lr_ratio
@@ -84,11 +89,15 @@ class OptimConfig:
 
 @dataclass
 class MethodConfig:
-    """Method settings; a method ignores those it does not use."""
+    """Method settings; a method ignores those it does not use. Each method's recipe sets its own values."""
 
-    temperature: float | None = None  # None: the method's own default (simclr 0.5, moco/pcl 0.2, cl-infonce 0.1)
+    temperature: float | None = None  # contrastive methods: None = the method's recipe; ce/supervised use none
+    # contrastive methods: multiply the loss by T / base_temperature (SupCon's and the official Cl-InfoNCE code's
+    # scaling, which makes the gradient's size independent of T); None: no scaling
+    base_temperature: float | None = None
     momentum: float = 0.99  # moco/pcl: EMA of the key encoder
-    queue_size: int = 4096  # moco/pcl: negative keys; cl-infonce: keys with their cluster ids (0 = batch only)
+    queue_size: int = 4096  # moco/pcl: negative keys in the queue
+    symmetric: bool = False  # moco/pcl: both views are queries (loss averaged over the two directions)
     shuffle_bn_splits: int = 4  # moco/pcl on one device: BatchNorm over this many shuffled groups (shuffle-BN)
     key_queue: int = 0  # cl-infonce: past embeddings kept (with their samples' cluster ids) as extra keys; 0 = off
     proto_negatives: int = 1024  # pcl: negative prototypes sampled per clustering (r); all when K-1 is fewer
@@ -98,7 +107,7 @@ class MethodConfig:
 class ClusterConfig:
     """Where cluster ids come from and when k-means re-runs (see selfsup_clusters/clusters/)."""
 
-    spec: str = "none"  # none | labels | superclass | kmeans:K[,K2,...] | wordnet:LEVEL | attributes:K
+    spec: str = "none"  # the grammar: selfsup_clusters/clusters/spec.py (SPEC_HELP)
     warmup: int = 0  # first epoch (0-based) that k-means runs before; earlier epochs train without clusters
     every: int = 1  # re-run k-means before every N-th epoch from `warmup` on
     # k-means input: "memory" (the memory bank; a fresh pass until every sample has been seen once) or "forward"
@@ -107,7 +116,6 @@ class ClusterConfig:
     niter: int = 20  # Lloyd iterations
     nredo: int = 1  # restarts per K; the best objective is kept
     min_points_per_centroid: int = 10  # fewer samples per cluster than this: one warning
-    concentration_temperature: float = 0.2  # the mean of PCL's per-cluster concentration phi
     use_gpu: str = "auto"  # FAISS on GPU when faiss-gpu sees one ("auto"), or "cpu" / "gpu"
     wordnet_dir: str = "/usr/share/wordnet"  # Debian's wordnet-base
 
@@ -133,6 +141,16 @@ class LogConfig:
 
 
 @dataclass
+class ClaimsConfig:
+    """The `claims` command only: the cluster sources its comparisons use (selfsup_clusters/claims.py)."""
+
+    auxiliary: str = "wordnet:8"  # C1, C3: the auxiliary clusters Cl-InfoNCE (and CE) learn from
+    kmeans: int = 1000  # C2: K of cl-infonce's and pcl's k-means (the same K for both)
+    # C4: synthetic sets beside every auxiliary level of the data (nested merges, random splits)
+    synthetic: list[str] = field(default_factory=lambda: ["merge:2", "merge:5", "split:2"])
+
+
+@dataclass
 class Config:
     method: str = "simclr"
     seed: int = 0
@@ -151,19 +169,59 @@ class Config:
     clusters: ClusterConfig = field(default_factory=ClusterConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    claims: ClaimsConfig = field(default_factory=ClaimsConfig)
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    """What the user asked for: a YAML file and `key=value` overrides. Commands that train several runs
+    (compare, analyze, claims, tune) load it once per run with that run's method, clusters and seed on top, so
+    each method starts from its own recipe."""
+
+    path: str | None = None
+    overrides: tuple[str, ...] = ()
+
+    def load(self, *extra: str) -> Config:
+        return load_config(self.path, [*self.overrides, *extra])
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults <- YAML file (default: configs/fashion_mnist.yaml) <- `key=value` overrides."""
+    """Typed defaults <- the method's recipe <- YAML file (default: configs/fashion_mnist.yaml) <- `key=value`.
+
+    The method's recipe (its authors' optimizer, lr, temperature, ...; see selfsup_clusters/methods.py) sits
+    beneath what the user writes, so `--method moco` trains at MoCo's recipe unless a file or override says
+    otherwise.
+    """
     schema = OmegaConf.structured(Config)
     path = Path(path) if path is not None else DEFAULT_CONFIG
     if not path.is_file():
         raise UserError(f"config file {path} not found; pass --config with an existing YAML file")
     try:
-        merged = OmegaConf.merge(schema, OmegaConf.load(path))
+        user = OmegaConf.load(path)
+        probe = OmegaConf.merge(schema, user)
     except OmegaConfBaseException as e:
         raise UserError(f"{path}: {_describe(e)}") from None
+    method = _final_method(probe, overrides or [])
+    merged = OmegaConf.merge(schema, OmegaConf.from_dotlist(recipe_overrides(method)), user)
     return merge_overrides(merged, overrides or [])
+
+
+def recipe_overrides(method: str) -> list[str]:
+    """The method's recipe as `key=value` items; nothing for an unknown name (the run's setup names the error)."""
+    from selfsup_clusters.methods import METHODS  # the registry imports this module
+
+    recipe = METHODS[method].recipe if method in METHODS else {}
+    return [f"{key}={'null' if value is None else value}" for key, value in recipe.items()]
+
+
+def _final_method(merged, overrides: list[str]) -> str:
+    """The method the overrides leave in place (the last `method=` wins, as when merging)."""
+    method = merged.method
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.strip() == "method":
+            method = value.strip()
+    return method
 
 
 def merge_overrides(merged, overrides: list[str]) -> Config:
@@ -201,6 +259,10 @@ def validate(cfg: Config) -> None:
         (cfg.clusters.features in ("memory", "forward"), "clusters.features must be 'memory' or 'forward'"),
         (cfg.clusters.every >= 1 and cfg.clusters.warmup >= 0, "clusters.every must be >= 1, clusters.warmup >= 0"),
         (cfg.precision in PRECISIONS, f"precision={cfg.precision!r}; use one of {', '.join(PRECISIONS)}"),
+        (cfg.method_args.temperature is None or cfg.method_args.temperature > 0, "method_args.temperature must be > 0"),
+        (cfg.method_args.base_temperature is None or cfg.method_args.base_temperature > 0,
+         "method_args.base_temperature must be > 0 (or null: no loss scaling)"),
+        (0 <= cfg.data.val_fraction < 1, "data.val_fraction must lie in [0, 1): e.g. 0.1 holds 10% out"),
     ]
     for ok, message in checks:
         if not ok:

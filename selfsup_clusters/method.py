@@ -22,7 +22,11 @@ class Method(nn.Module):
     name: ClassVar[str]
     uses_clusters: ClassVar[bool] = False
     needs_labels: ClassVar[bool] = False  # the trainer checks every training image has one, once, before training
-    default_temperature: ClassVar[float] = 0.2
+    # The authors' recipe as dotted config keys (optimizer, lr per 256, temperature, method settings): applied
+    # beneath the user's --config and key=value (config.load_config), so a comparison trains each method its way.
+    recipe: ClassVar[dict[str, object]] = {}
+    reference: ClassVar[str] = ""  # where the recipe comes from
+    learns_from: ClassVar[str] = ""  # one line for the `methods` table
 
     def __init__(self, cfg: Config, backbone: nn.Module, num_classes: int = 0, num_clusters: list[int] | None = None):
         """num_classes: labelled classes of the data; num_clusters: K of each clustering of the cluster source
@@ -34,8 +38,9 @@ class Method(nn.Module):
         self.backbone = backbone
         self.feature_dim: int = backbone.num_features
         self.embedding_dim: int = cfg.model.proj_dim
+        self.seed = cfg.seed
         t = cfg.method_args.temperature
-        self.temperature: float = self.default_temperature if t is None else t
+        self.temperature: float | None = self.recipe.get("method_args.temperature") if t is None else t
 
     def training_step(self, views: list[torch.Tensor], index: torch.Tensor, label: torch.Tensor) -> dict:
         raise NotImplementedError
@@ -45,8 +50,16 @@ class Method(nn.Module):
         what goes through its forward."""
         return self.training_step(views, index, label)
 
-    def set_clusters(self, assignments) -> None:  # noqa: B027 - optional hook
-        pass
+    def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        """loss * T / method_args.base_temperature when that is set (SupCon's and the official Cl-InfoNCE code's
+        scaling: a contrastive gradient grows like 1/T, the scaled one does not), else the loss unchanged."""
+        base = self.cfg.method_args.base_temperature
+        return loss if base is None else loss * (self.temperature / base)
+
+    def set_clusters(self, assignments) -> list[nn.Parameter]:
+        """Take new cluster assignments; return the parameters re-initialised for them (the trainer clears their
+        optimizer state)."""
+        return []
 
     def after_step(self) -> None:  # noqa: B027 - optional hook
         pass

@@ -1,234 +1,26 @@
-"""THE loop: config -> data -> backbone -> method -> epochs of (steps, evaluation, logging, checkpoint).
+"""THE loop: config -> run (run.py) -> epochs of (clustering when due, steps, evaluation, logging, checkpoint).
 
 Read it top to bottom; everything method-specific lives in the method's own file.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import random
 import time
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from baselines.cross_entropy import ClusterCrossEntropy, Supervised
-from baselines.moco import MoCo
-from baselines.pcl import PCL
-from baselines.simclr import SimCLR
 from selfsup_clusters import distributed
-from selfsup_clusters.backbones import create_backbone
-from selfsup_clusters.checkpoint import load_checkpoint, save_checkpoint
-from selfsup_clusters.cl_infonce import ClInfoNCE
-from selfsup_clusters.clusters import (
-    Assignments,
-    ClusterSource,
-    KMeansOptions,
-    build_cluster_source,
-    cluster_statistics,
-    statistics_table,
-)
-from selfsup_clusters.config import Config, merge_overrides, to_dict, to_yaml, validate
-from selfsup_clusters.data import ImageDataset, load_dataset
-from selfsup_clusters.data.augment import BatchAugment
-from selfsup_clusters.data.loader import Batches, make_batches
-from selfsup_clusters.errors import Interrupted, UserError, first_line
-from selfsup_clusters.evaluate import evaluate_features, extract_features, linear_probe_augmented
+from selfsup_clusters.checkpoint import save_checkpoint
+from selfsup_clusters.clusters import cluster_statistics
+from selfsup_clusters.config import Config, to_dict
+from selfsup_clusters.errors import Interrupted, UserError
+from selfsup_clusters.evaluate import extract_features
 from selfsup_clusters.logger import NullLogger, RunLogger
-from selfsup_clusters.memory import MemoryBank
-from selfsup_clusters.method import Method
-
-METHODS: dict[str, type[Method]] = {
-    "simclr": SimCLR,
-    "cl-infonce": ClInfoNCE,
-    "moco": MoCo,
-    "pcl": PCL,
-    "ce": ClusterCrossEntropy,
-    "supervised": Supervised,
-}
-
-
-def method_class(name: str) -> type[Method]:
-    if name not in METHODS:
-        raise UserError(f"unknown method {name!r}; choose one of: {', '.join(sorted(METHODS))}")
-    return METHODS[name]
-
-
-def build_method(cfg: Config, in_chans: int, num_classes: int = 0, num_clusters: list[int] | None = None) -> Method:
-    return method_class(cfg.method)(cfg, create_backbone(cfg.model, in_chans), num_classes=num_classes,
-                               num_clusters=num_clusters)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} asked for, but no CUDA GPU is available; use device=cpu or device=auto")
-    return device
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    """"auto" is bf16 where the hardware computes it natively (CUDA GPUs with bf16; CPUs with AVX512-BF16 or AMX),
-    else fp32 (elsewhere bf16 is emulated and slower than fp32)."""
-    if name != "auto":
-        return name
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    native = device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    return "bf16" if native else "fp32"
-
-
-def autocast(run: Run):
-    """bf16 autocast for forward passes when the run's precision is bf16; the losses compute in float32."""
-    return torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.precision == "bf16")
-
-
-def build_optimizer(cfg: Config, model: torch.nn.Module, steps_per_epoch: int):
-    """SGD with momentum (or AdamW); lr scaled by batch/256; linear warm-up then cosine, stepped per batch.
-
-    Norm-layer weights and biases get no weight decay.
-    """
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-    o = cfg.optim
-    lr = o.lr * cfg.batch_size / 256
-    if o.name == "sgd":
-        optimizer = torch.optim.SGD(groups, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=o.weight_decay)
-    total = cfg.epochs * steps_per_epoch
-    warmup = min(int(o.warmup_epochs * steps_per_epoch), total - 1)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-@dataclass
-class Run:
-    """Everything the loop touches, built once by `setup`."""
-
-    cfg: Config
-    out_dir: Path
-    device: torch.device
-    data: ImageDataset
-    augment: BatchAugment
-    batches: Batches
-    method: Method
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    memory: MemoryBank
-    steps_per_epoch: int
-    cluster_source: ClusterSource | None = None
-    assignments: Assignments | None = None
-    start_epoch: int = 0
-    train_time_s: float = 0.0  # training wall time of the epochs before start_epoch (resume keeps counting)
-    precision: str = "fp32"  # resolved: "fp32" or "bf16"
-    model: torch.nn.Module | None = None  # what a step calls: the method, in DistributedDataParallel under torchrun
-
-
-def setup(cfg: Config, resume: str | Path | None = None, data: ImageDataset | None = None) -> Run:
-    """`data`: a dataset already in memory (the benchmark's synthetic images) instead of loading `cfg.data`."""
-    checkpoint = None
-    if resume is not None:
-        out_dir = Path(resume)
-        checkpoint = load_checkpoint(out_dir / "checkpoints" / "last.pt")
-        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), checkpoint["config"]))
-        validate(cfg)
-    else:
-        stamp = distributed.broadcast_object(datetime.now().strftime("%Y%m%d-%H%M%S"))  # one folder for all ranks
-        out_dir = Path(cfg.out or f"runs/{cfg.method}-{stamp}")
-        if (out_dir / "checkpoints" / "last.pt").exists():
-            raise UserError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or pick another --out")
-    method_class(cfg.method)  # before loading data: a typo should fail fast
-    if cfg.batch_size % distributed.world_size():
-        raise UserError(f"batch_size={cfg.batch_size} is the global batch and must split evenly over the "
-                        f"{distributed.world_size()} processes; pick a multiple of {distributed.world_size()}")
-
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    if device.type == "cpu":
-        # Late in training some gradients turn denormal and x86 slows down on them: measured here, resnet18 bf16
-        # fell from ~960 to 750-850 images/s after epoch 1, and kept ~1,000 with flushing; losses were unchanged.
-        torch.set_flush_denormal(True)
-    data = load_dataset(cfg.data) if data is None else data
-    if method_class(cfg.method).needs_labels and bool((data.train.labels < 0).any()):
-        raise UserError(f"method {cfg.method!r} needs a label for every training image; this data has unlabelled "
-                        "ones - use a self-supervised method")
-    augment = BatchAugment(cfg.augment, cfg.data.image_size, data.mean, data.std)
-    batches = make_batches(data, augment, device, cfg.data.num_workers)
-    cluster_source = build_clusters(cfg, data)
-    if method_class(cfg.method).uses_clusters and cluster_source is None:
-        raise UserError(f"method {cfg.method!r} learns from clusters; pass --clusters (e.g. wordnet:7, kmeans:100, "
-                        "labels)")
-    method = build_method(cfg, data.channels, num_classes=len(data.class_names),
-                          num_clusters=cluster_source.num_clusters if cluster_source else None).to(device)
-    if cfg.model.channels_last:
-        method = method.to(memory_format=torch.channels_last)
-    if cfg.model.compile:
-        method.backbone.compile()  # in place: the state_dict keeps its keys, so checkpoints stay interchangeable
-    if cfg.model.sync_bn:
-        method = distributed.sync_batchnorm(method, device)
-    steps_per_epoch = max(1, len(data.train) // cfg.batch_size)
-    optimizer, scheduler = build_optimizer(cfg, method, steps_per_epoch)
-    memory = MemoryBank(len(data.train), method.embedding_dim, device, seed=cfg.seed)
-    run = Run(cfg, out_dir, device, data, augment, batches, method, optimizer, scheduler, memory, steps_per_epoch,
-              cluster_source, precision=resolve_precision(cfg.precision, device))
-    if checkpoint is not None:
-        try:
-            method.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            memory.load_state_dict(checkpoint["memory"])
-        except (KeyError, RuntimeError, ValueError) as e:
-            raise UserError(f"checkpoint in {out_dir} does not match its own config ({first_line(e)}); "
-                            "it is damaged - start a new run") from None
-        if checkpoint.get("assignments") is not None:
-            run.assignments = Assignments.from_state_dict(checkpoint["assignments"])
-            if method.uses_clusters:
-                method.set_clusters(run.assignments)
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        random.setstate(checkpoint["rng"]["python"])
-        run.start_epoch = checkpoint["epoch"] + 1
-        run.train_time_s = checkpoint.get("train_time_s", 0.0)
-    run.model = distributed.data_parallel(method, device)
-    if distributed.is_main():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(to_yaml(cfg))
-    return run
-
-
-def build_clusters(cfg: Config, data: ImageDataset) -> ClusterSource | None:
-    """The cluster source of `--clusters`; bad specs (e.g. K larger than the data) fail here, before training."""
-    c = cfg.clusters
-    options = KMeansOptions(niter=c.niter, nredo=c.nredo, seed=cfg.seed, use_gpu=c.use_gpu,
-                            min_points_per_centroid=c.min_points_per_centroid, temperature=c.concentration_temperature)
-    return build_cluster_source(c.spec, labels=data.train.labels, class_names=data.class_names, wnids=data.wnids,
-                                attributes=data.train.attributes, attribute_names=data.attribute_names or None,
-                                kmeans_options=options, wordnet_dir=c.wordnet_dir, superclasses=data.superclasses,
-                                superclass_names=data.superclass_names)
-
-
-def cluster_statistics_table(cfg: Config, data: ImageDataset) -> list[dict]:
-    """Statistics (H, I, NMI, AMI against the labels) of every auxiliary cluster level the dataset has: the labels,
-    superclasses, WordNet levels, attribute levels."""
-    return statistics_table(data.train.labels, data.class_names, wnids=data.wnids, attributes=data.train.attributes,
-                            attribute_names=data.attribute_names or None, wordnet_dir=cfg.clusters.wordnet_dir,
-                            superclasses=data.superclasses, superclass_names=data.superclass_names)
+from selfsup_clusters.run import Run, autocast, setup
+from selfsup_clusters.run_eval import evaluate
 
 
 def clustering_due(run: Run, epoch: int) -> bool:
@@ -242,8 +34,8 @@ def clustering_due(run: Run, epoch: int) -> bool:
 
 def update_clusters(run: Run, epoch: int, logger: RunLogger) -> list[dict]:
     """Re-cluster (k-means on the memory bank or a fresh pass; fixed sources once), hand the result to the
-    method and log its statistics against the labels."""
-    features = None
+    method (clearing the optimizer state of any parameters it re-initialised) and log the clusters' statistics."""
+    features, start = None, time.perf_counter()
     if run.cluster_source.dynamic and distributed.is_main():
         # Until every sample has been through a step the bank holds random vectors: use a fresh pass instead.
         if run.cfg.clusters.features == "memory" and bool(run.memory.seen.all()):
@@ -253,18 +45,17 @@ def update_clusters(run: Run, epoch: int, logger: RunLogger) -> list[dict]:
                 features = extract_features(run.method.embed,
                                             run.batches.eval(run.data.train, run.cfg.eval.batch_size),
                                             modules=[run.method])
-    start = time.perf_counter()
+    features_seconds, start = time.perf_counter() - start, time.perf_counter()
     # Once, on rank 0 (every rank's memory bank is the same); every rank trains with rank 0's assignments.
     run.assignments = distributed.broadcast_object(run.cluster_source.assign(features) if distributed.is_main()
                                                    else None)
     seconds = time.perf_counter() - start
     if run.method.uses_clusters:
-        run.method.set_clusters(run.assignments)
-    rows = []
-    for i, ids in enumerate(run.assignments.ids):
-        k = run.assignments.num_clusters[i]
-        name = f"kmeans{k}" if run.cluster_source.dynamic else run.cluster_source.spec.replace(":", "")
-        rows.append({"name": name, **cluster_statistics(ids, run.data.train.labels), "seconds": seconds})
+        for parameter in run.method.set_clusters(run.assignments):
+            run.optimizer.state.pop(parameter, None)  # a fresh head must not inherit its predecessor's momentum
+    rows = [{"name": name, **cluster_statistics(ids, run.data.train.labels), "seconds": seconds,
+             "features_seconds": features_seconds}
+            for name, ids in zip(run.cluster_source.spec.clustering_names(), run.assignments.ids, strict=True)]
     logger.clusters(rows, [torch.bincount(ids) for ids in run.assignments.ids], step=epoch * run.steps_per_epoch)
     return rows
 
@@ -318,117 +109,6 @@ def train_epoch(run: Run, epoch: int, logger: RunLogger) -> dict:
         "images_per_s": images / seconds,
         "data_time_frac": data_time / seconds,
     }
-
-
-def backbone_features(run: Run, split) -> torch.Tensor:
-    """L2-normalised backbone features of a split's centre views, in eval mode (the evaluation protocol)."""
-    with autocast(run):
-        return extract_features(run.method.features, run.batches.eval(split, run.cfg.eval.batch_size),
-                                modules=[run.method])
-
-
-def evaluate(run: Run, final: bool = False, logger: RunLogger | None = None) -> dict:
-    """kNN top-1 on backbone features (eval mode); after the last epoch also the linear probe, the cluster
-    quality of the test features and the TensorBoard projector, as `cfg.eval` asks."""
-    cfg, data = run.cfg, run.data
-    train_features, test_features = backbone_features(run, data.train), backbone_features(run, data.test)
-    augmented_probe = final and cfg.eval.linear and cfg.eval.linear_augmented_epochs > 0
-    results = evaluate_features(train_features, data.train.labels, test_features, data.test.labels, cfg.eval,
-                                linear=final and cfg.eval.linear and not augmented_probe,
-                                clusters=final and cfg.eval.cluster_metrics, seed=cfg.seed)
-    kmeans_ids = results.pop("kmeans_ids", None)
-    if augmented_probe and results:
-        results["linear_top1"] = augmented_linear_probe(run, test_features)
-    if final and logger is not None and cfg.eval.projector:
-        n = min(cfg.eval.projector, len(data.test))
-        metadata = {"label": data.test.labels[:n].tolist(),
-                    "class": [data.class_names[i] if i >= 0 else "-" for i in data.test.labels[:n].tolist()]}
-        if kmeans_ids is not None:
-            metadata["kmeans"] = kmeans_ids[:n].tolist()
-        if run.assignments is not None and not run.cluster_source.dynamic:
-            metadata["train_cluster"] = class_clusters(run.assignments.ids[0], data.train.labels,
-                                                       data.test.labels[:n])
-        images = None if data.test.images is None else data.test.images[:n]  # file-backed data: no thumbnails
-        logger.projector(test_features[:n], metadata, images, step=cfg.epochs * run.steps_per_epoch)
-    return results
-
-
-def load_trained(checkpoint_path: str | Path, overrides: list[str] | None = None) -> Run:
-    """A trained run rebuilt from its checkpoint for evaluation: config, data, batches and the method with its
-    weights (eval mode). `overrides` change the data settings (e.g. data.subset=null for the full sets)."""
-    checkpoint = load_checkpoint(Path(checkpoint_path))
-    schema = OmegaConf.merge(OmegaConf.structured(Config), checkpoint["config"])
-    cfg = merge_overrides(schema, overrides or [])
-    device = resolve_device(cfg.device)
-    data = load_dataset(cfg.data)
-    augment = BatchAugment(cfg.augment, cfg.data.image_size, data.mean, data.std)
-    batches = make_batches(data, augment, device, cfg.data.num_workers)
-    cluster_source = build_clusters(cfg, data) if method_class(cfg.method).uses_clusters else None
-    method = build_method(cfg, data.channels, num_classes=len(data.class_names),
-                          num_clusters=cluster_source.num_clusters if cluster_source else None).to(device)
-    try:
-        method.load_state_dict(checkpoint["model"])
-    except (KeyError, RuntimeError) as e:
-        raise UserError(f"{checkpoint_path} does not match its own config ({first_line(e)}); it is damaged") from None
-    method.eval()
-    optimizer, scheduler = build_optimizer(cfg, method, 1)
-    return Run(cfg, Path(checkpoint_path).parent, device, data, augment, batches, method, optimizer, scheduler,
-               MemoryBank(1, method.embedding_dim, device), 1, cluster_source, start_epoch=checkpoint["epoch"] + 1,
-               precision=resolve_precision(cfg.precision, device))
-
-
-def evaluate_checkpoint(checkpoint_path: str | Path, knn: bool = True, linear: bool = True, clusters: bool = True,
-                        overrides: list[str] | None = None) -> dict:
-    """Offline evaluation of a checkpoint (by default over the full train/test sets); the results also go to
-    eval.json beside the checkpoint."""
-    run = load_trained(checkpoint_path, ["data.subset=null", "data.test_subset=null", *(overrides or [])])
-    cfg, data = run.cfg, run.data
-    features = [backbone_features(run, split) for split in (data.train, data.test)]
-    results = evaluate_features(features[0], data.train.labels, features[1], data.test.labels, cfg.eval, knn=knn,
-                                linear=linear, clusters=clusters, seed=cfg.seed)
-    results.pop("kmeans_ids", None)
-    if not results:
-        raise UserError(f"{cfg.data.name} has no labels to evaluate against")
-    results = {"checkpoint": str(checkpoint_path), "epoch": run.start_epoch, "method": cfg.method,
-               "clusters": cfg.clusters.spec, "train_images": len(data.train), "test_images": len(data.test),
-               **results}
-    (Path(checkpoint_path).parent / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
-    return results
-
-
-def augmented_linear_probe(run: Run, test_features: torch.Tensor) -> float:
-    """The linear probe on `eval.linear_augmented_epochs` epochs of freshly augmented views (the first view of the
-    training pipeline) through the frozen backbone, in eval mode."""
-    cfg, train = run.cfg, run.data.train
-
-    def epoch_batches(epoch: int):
-        generator = torch.Generator(device=run.device).manual_seed(cfg.seed * 1_000_003 + 7919 + epoch)
-        order = torch.randperm(len(train), generator=generator, device=run.device)
-        for views, _, labels in run.batches.train(train, order, min(cfg.eval.batch_size, len(train)), generator):
-            yield views[0], labels
-
-    was_training = run.method.training
-    run.method.eval()
-    try:
-        with autocast(run):
-            return linear_probe_augmented(run.method.features, epoch_batches, test_features,
-                                          run.data.test.labels, cfg.eval.linear_augmented_epochs, run.device,
-                                          seed=cfg.seed)
-    finally:
-        run.method.train(was_training)
-
-
-def class_clusters(ids: torch.Tensor, train_labels: torch.Tensor, labels: torch.Tensor) -> list[int]:
-    """The training cluster of each label's class (the most common id among that class's training samples):
-    fixed clusters (WordNet, labels, superclasses) are functions of the class, so test samples get one too."""
-    keep = train_labels >= 0
-    pairs = torch.stack([train_labels[keep], ids[keep]], dim=1)
-    values, counts = pairs.unique(dim=0, return_counts=True)
-    best = {}
-    for (label, cluster), count in zip(values.tolist(), counts.tolist(), strict=True):
-        if count > best.get(label, (0, -1))[0]:
-            best[label] = (count, cluster)
-    return [best.get(label, (0, -1))[1] for label in labels.tolist()]
 
 
 def checkpoint_state(run: Run, epoch: int, train_time_s: float) -> dict:
@@ -502,7 +182,8 @@ def hparams(run: Run) -> dict:
     cfg = run.cfg
     return {"method": cfg.method, "clusters": cfg.clusters.spec, "dataset": cfg.data.name,
             "backbone": cfg.model.backbone, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.optim.lr,
-            "temperature": run.method.temperature, "seed": cfg.seed, "subset": cfg.data.subset or 0}
+            "seed": cfg.seed, "subset": cfg.data.subset or 0,
+            **({"temperature": run.method.temperature} if run.method.temperature is not None else {})}
 
 
 def _epoch_line(record: dict, epochs: int) -> str:

@@ -8,6 +8,7 @@ import logging
 import pytest
 import torch
 
+from selfsup_clusters import run as run_module
 from selfsup_clusters import trainer
 from selfsup_clusters.bench import synthetic_dataset
 from selfsup_clusters.cli import main
@@ -19,10 +20,40 @@ TINY_BENCH = ["--dataset", "synthetic", "--backbone", "test_resnet", "--batch-si
               "--knn-train", "300", "--knn-test", "100", "model.proj_hidden_dim=64", "model.proj_dim=32"]
 
 
-def test_bench_writes_consistent_json(tmp_path, capsys):
+def test_bench_writes_consistent_json(tmp_path, capsys, monkeypatch):
+    import time
+
+    from selfsup_clusters import bench
+
+    # Time each training epoch the bench runs with this test's own clock: per method a warm-up epoch (1 step),
+    # then the timed one (2 steps).
+    epochs = []
+    real_epoch = bench.train_epoch
+
+    def timed_epoch(run, epoch, logger):
+        start = time.perf_counter()
+        record = real_epoch(run, epoch, logger)
+        epochs.append((run.steps_per_epoch, time.perf_counter() - start))
+        return record
+
+    monkeypatch.setattr(bench, "train_epoch", timed_epoch)
     out = tmp_path / "bench.json"
+    start = time.perf_counter()
     assert main(["bench", *TINY_BENCH, "--precision", "fp32", "--out", str(out)]) == 0
+    wall = time.perf_counter() - start
     report = json.loads(out.read_text())
+    assert [steps for steps, _ in epochs] == [1, 2, 1, 2]
+    for row, (steps, seconds) in zip(report["methods"], epochs[1::2], strict=True):
+        # The reported step time is the timed epoch's, as measured from outside (less only the epoch's own
+        # bookkeeping), so the throughput is neither inflated nor deflated.
+        assert 0.8 * seconds <= steps * row["step_ms"] / 1000 <= seconds
+    # Against the clock of this test, not the bench's own: the timed steps of both methods and the k-means fit in
+    # the command's wall time (a throughput inflated by a miscounted step or time would not).
+    timed = sum(2 * row["step_ms"] / 1000 for row in report["methods"])  # --steps 2 each
+    assert 0 < timed < wall
+    assert sum(r["seconds"] for r in report["kmeans"]["rows"]) + report["knn"]["knn_seconds"] < wall
+    for row in report["methods"]:
+        assert row["images_per_s"] > 2 * 2 * 16 / wall  # 2 steps of 16 images x 2 views took less than `wall`
     assert "images/s" in capsys.readouterr().out
 
     peak = report["peak"]
@@ -54,12 +85,17 @@ def test_bench_too_few_images_is_one_line_error(tmp_path, capsys):
     assert "\n" not in err and "--steps" in err
 
 
-def test_precision_auto_follows_the_hardware():
+def test_precision_auto_follows_the_hardware(monkeypatch):
     cpu = torch.device("cpu")
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    assert trainer.resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
-    assert trainer.resolve_precision("fp32", cpu) == "fp32"
-    assert trainer.resolve_precision("bf16", cpu) == "bf16"
+    for avx512_bf16, amx, expected in [(False, False, "fp32"), (True, False, "bf16"), (False, True, "bf16")]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert run_module.resolve_precision("auto", cpu) == expected
+        assert run_module.resolve_precision("fp32", cpu) == "fp32"
+        assert run_module.resolve_precision("bf16", cpu) == "bf16"
+    for native, expected in [(True, "bf16"), (False, "fp32")]:
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, v=native, **k: v)
+        assert run_module.resolve_precision("auto", torch.device("cuda")) == expected
 
 
 @pytest.mark.parametrize("method, clusters", [("simclr", "none"), ("cl-infonce", "labels"), ("moco", "none"),
@@ -67,12 +103,12 @@ def test_precision_auto_follows_the_hardware():
 def test_bf16_training_step_on_cpu_keeps_the_loss_in_float32(tmp_path, method, clusters):
     cfg = load_config(overrides=[*TINY, "precision=bf16", f"method={method}", f"clusters.spec={clusters}",
                                  f"out={tmp_path}"])
-    run = trainer.setup(cfg, data=synthetic_dataset(64, 10, channels=1, size=16))
+    run = run_module.setup(cfg, data=synthetic_dataset(64, 10, channels=1, size=16))
     assert run.precision == "bf16"
     if trainer.clustering_due(run, 0):
         run.method.set_clusters(run.cluster_source.assign(None))
     views, index, labels = next(run.batches.train(run.data.train, torch.arange(64), 32, torch.Generator()))
-    with trainer.autocast(run):
+    with run_module.autocast(run):
         out = run.method.training_step(views, index, labels)
     assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
     out["loss"].backward()
@@ -81,9 +117,17 @@ def test_bf16_training_step_on_cpu_keeps_the_loss_in_float32(tmp_path, method, c
 
 
 @needs_fashion_mnist
-def test_final_json_reports_the_resolved_precision(tiny_overrides, tmp_path):
-    final = trainer.train(load_config(overrides=[*tiny_overrides, "epochs=1", "precision=bf16"]))
-    assert final["precision"] == "bf16"
+def test_final_json_reports_the_resolved_precision(tiny_overrides, tmp_path, monkeypatch):
+    # precision=auto on a CPU that (as far as the run can tell) computes bf16 natively: the run resolves it, trains
+    # under bf16 autocast and reports what it used, not what was asked for.
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    enabled = []
+    real_autocast = run_module.autocast
+    monkeypatch.setattr(trainer, "autocast", lambda run: enabled.append(run.precision) or real_autocast(run))
+    final = trainer.train(load_config(overrides=[*tiny_overrides, "epochs=1", "precision=auto", "eval.linear=false",
+                                                 "eval.cluster_metrics=false"]))
+    assert final["precision"] == "bf16" and final["config"]["precision"] == "auto"
+    assert enabled and set(enabled) == {"bf16"}
     assert json.loads((tmp_path / "run" / "final.json").read_text())["precision"] == "bf16"
 
 
@@ -118,4 +162,4 @@ def test_supervised_checks_labels_once_before_training(tmp_path):
     data.train.labels[5] = -1
     cfg = load_config(overrides=[*TINY, "method=supervised", f"out={tmp_path}"])
     with pytest.raises(UserError, match="needs a label for every training image"):
-        trainer.setup(cfg, data=data)
+        run_module.setup(cfg, data=data)

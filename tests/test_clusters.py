@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from sklearn.metrics import adjusted_mutual_info_score
 
 from selfsup_clusters.clusters import (
@@ -20,16 +21,16 @@ from selfsup_clusters.clusters import (
     cluster_statistics,
     conditional_entropy,
     entropy,
-    format_table,
     load_wordnet,
     mutual_information,
-    pcl_concentration,
     rank_attributes,
     run_kmeans,
     statistics_table,
     synset_for_wnid,
     wordnet_levels,
 )
+from selfsup_clusters.data.base import AuxiliaryInfo
+from selfsup_clusters.tables import format_table
 
 FASHION_MNIST = [
     "T-shirt/top",
@@ -77,27 +78,30 @@ def test_kmeans_recovers_blobs_deterministically(one_faiss_thread):
     # one blob; ten restarts keep the best objective.
     options = KMeansOptions(nredo=10, seed=0)
     result = run_kmeans(features, [5, 3], options)
-    ids, centroids, phi = result.ids[0], result.centroids[0], result.concentration[0]
+    ids, centroids, distances = result.ids[0], result.centroids[0], result.distances[0]
     assert adjusted_mutual_info_score(truth, ids.numpy()) > 0.95
     assert ids.dtype == torch.int64 and sorted(ids.unique().tolist()) == list(range(5))
     assert result.num_clusters == [5, 3]
     assert torch.allclose(centroids.norm(dim=1), torch.ones(5), atol=1e-5)
-    assert phi.shape == (5,) and phi.dtype == torch.float32 and (phi > 0).all()
-    assert phi.mean().item() == pytest.approx(options.temperature, rel=1e-5)
+    # each sample's distance to its own centroid
+    expected = (F.normalize(features, dim=1) - centroids[ids]).norm(dim=1)
+    assert distances.shape == (len(features),) and torch.allclose(distances, expected, atol=1e-4)
     again = run_kmeans(features, [5, 3], options)
     for first, second in zip(result.ids, again.ids, strict=True):
         assert torch.equal(first, second)
 
 
 def test_pcl_concentration_formula():
+    from baselines.pcl import pcl_concentration
+
     ids = np.array([0, 0, 1, 1, 1, 2, 3, 3])
-    squared = np.array([1.0, 9.0, 4.0, 4.0, 4.0, 0.0, 0.25, 0.25])
+    distance = np.sqrt([1.0, 9.0, 4.0, 4.0, 4.0, 0.0, 0.25, 0.25])
     raw = np.array([2 / math.log(12), 2 / math.log(13), 0.0, 0.5 / math.log(12)])
     raw[2] = raw.max()  # a singleton takes the largest phi of the others
     low, high = np.percentile(raw, 10), np.percentile(raw, 90)
     clipped = np.clip(raw, low, high)
     expected = 0.2 * clipped / clipped.mean()
-    got = pcl_concentration(squared, ids, 4, temperature=0.2)
+    got = pcl_concentration(distance, ids, 4, temperature=0.2)
     np.testing.assert_allclose(got, expected, rtol=1e-6)
     assert got.max() / got.min() <= high / low + 1e-6
 
@@ -105,10 +109,10 @@ def test_pcl_concentration_formula():
 def test_kmeans_guards(caplog, one_faiss_thread):
     labels = torch.zeros(30, dtype=torch.int64)
     with pytest.raises(ClusterError, match=r"K=50.*N=30"):
-        build_cluster_source("kmeans:10,50", labels=labels, class_names=["a"])
+        build_cluster_source("kmeans:10,50", AuxiliaryInfo(labels, ["a"]))
     features, _ = blobs(num_blobs=3, per_blob=10)
     with caplog.at_level(logging.WARNING, logger="selfsup_clusters.clusters"):
-        source = build_cluster_source("kmeans:4,5", labels=labels, class_names=["a"])
+        source = build_cluster_source("kmeans:4,5", AuxiliaryInfo(labels, ["a"]))
         source.assign(features)
         source.assign(features)  # re-clustering next epoch does not warn again
     warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
@@ -134,13 +138,13 @@ def test_kmeans_guards(caplog, one_faiss_thread):
 )
 def test_malformed_specs(spec):
     with pytest.raises(ClusterError, match="use one of"):
-        build_cluster_source(spec, labels=torch.zeros(5, dtype=torch.int64), class_names=["a"])
+        build_cluster_source(spec, AuxiliaryInfo(torch.zeros(5, dtype=torch.int64), ["a"]))
 
 
 def test_none_and_labels_sources():
     labels = torch.tensor([2, 0, -1, 2, -1])
-    assert build_cluster_source("none", labels=labels, class_names=["a", "b", "c"]) is None
-    source = build_cluster_source("labels", labels=labels, class_names=["a", "b", "c"])
+    assert build_cluster_source("none", AuxiliaryInfo(labels, ["a", "b", "c"])) is None
+    source = build_cluster_source("labels", AuxiliaryInfo(labels, ["a", "b", "c"]))
     assert not source.dynamic
     result = source.assign(None)
     # class 1 is absent, so ids stay contiguous; unlabelled samples are singletons
@@ -202,22 +206,17 @@ def test_attribute_ranking_and_nesting():
     labels = torch.zeros(8, dtype=torch.int64)
     levels = []
     for k in range(1, 5):
-        source = build_cluster_source(
-            f"attributes:{k}",
-            labels=labels,
-            class_names=["a"],
-            attributes=table,
-            attribute_names=["c0", "c1", "c2", "c3"],
-        )
+        source = build_cluster_source(f"attributes:{k}", AuxiliaryInfo(labels, ["a"], attributes=table,
+                                                                        attribute_names=["c0", "c1", "c2", "c3"]))
         levels.append(source.assign(None).ids[0].numpy())
         assert sorted(set(levels[-1].tolist())) == list(range(levels[-1].max() + 1))
     assert [len(set(ids.tolist())) for ids in levels] == [4, 6, 6, 6]
     assert_nested(levels)
     assert source.assign(None).names[0][0].startswith("c1=0,c2=0")
     with pytest.raises(ClusterError, match="attributes:5"):
-        build_cluster_source("attributes:5", labels=labels, class_names=["a"], attributes=table)
+        build_cluster_source("attributes:5", AuxiliaryInfo(labels, ["a"], attributes=table))
     with pytest.raises(ClusterError, match="no.*attributes|has none"):
-        build_cluster_source("attributes:1", labels=labels, class_names=["a"])
+        build_cluster_source("attributes:1", AuxiliaryInfo(labels, ["a"]))
 
 
 def assert_nested(levels: list[np.ndarray]) -> None:
@@ -241,9 +240,7 @@ def test_wnid_parsing():
 
 def test_missing_wordnet_dir(tmp_path):
     with pytest.raises(ClusterError, match="apt-get install wordnet-base"):
-        build_cluster_source(
-            "wordnet:3", labels=torch.arange(10), class_names=FASHION_MNIST, wordnet_dir=str(tmp_path)
-        )
+        build_cluster_source("wordnet:3", AuxiliaryInfo(torch.arange(10), FASHION_MNIST), wordnet_dir=str(tmp_path))
 
 
 @needs_wordnet
@@ -253,7 +250,7 @@ def test_wordnet_levels_on_fashion_mnist():
     labels = torch.arange(10).repeat_interleave(3)
     levels = wordnet_levels(class_synsets(FASHION_MNIST), wordnet)
     results = [
-        build_cluster_source(f"wordnet:{level}", labels=labels, class_names=FASHION_MNIST).assign(None)
+        build_cluster_source(f"wordnet:{level}", AuxiliaryInfo(labels, FASHION_MNIST)).assign(None)
         for level in levels
     ]
     counts = {level: result.num_clusters[0] for level, result in zip(levels, results, strict=True)}
@@ -262,16 +259,14 @@ def test_wordnet_levels_on_fashion_mnist():
     assert set(results[6].names[0]) == {"clothing", "footwear", "container"}
     assert torch.equal(results[-1].ids[0], labels)  # deepest level = the classes, in class order
     assert_nested([result.ids[0].numpy() for result in results])
-    rows = statistics_table(labels, FASHION_MNIST)
+    rows = statistics_table(AuxiliaryInfo(labels, FASHION_MNIST))
     assert [row["clusters"] for row in rows] == ["labels"] + [f"wordnet:{level}" for level in levels]
 
 
 @needs_wordnet
 def test_wordnet_bad_wnid():
     with pytest.raises(ClusterError, match="no noun synset"):
-        build_cluster_source(
-            "wordnet:2", labels=torch.arange(2), class_names=["a", "b"], wnids=["n00001740", "n00001741"]
-        )
+        build_cluster_source("wordnet:2", AuxiliaryInfo(torch.arange(2), ["a", "b"], wnids=["n00001740", "n00001741"]))
 
 
 # ---- checkpointing ----------------------------------------------------------
@@ -281,15 +276,71 @@ def test_assignments_state_dict_round_trip(tmp_path):
     original = Assignments(
         ids=[torch.tensor([0, 1, 1]), torch.tensor([0, 0, 0])],
         centroids=[torch.eye(2), torch.ones(1, 2) / math.sqrt(2)],
-        concentration=[torch.tensor([0.1, 0.3]), torch.tensor([0.2])],
+        distances=[torch.tensor([0.1, 0.3, 0.2]), torch.tensor([0.2, 0.1, 0.0])],
         names=[["x", "y"], ["z"]],
     )
     path = tmp_path / "assignments.pt"
     torch.save({"assignments": original.state_dict()}, path)
     loaded = Assignments.from_state_dict(torch.load(path, weights_only=True)["assignments"])
     assert loaded.num_clusters == [2, 1] and loaded.names == original.names
-    for field in ("ids", "centroids", "concentration"):
+    for field in ("ids", "centroids", "distances"):
         for a, b in zip(getattr(original, field), getattr(loaded, field), strict=True):
             assert torch.equal(a, b)
     with pytest.raises(ClusterError):
         Assignments.from_state_dict({})
+
+
+# ---- synthetic merges ---------------------------------------------------------
+
+
+def _merged_partition(num_classes: int, groups: int, seed: int) -> np.ndarray:
+    """Group id of each class under merge:`groups` (one sample per class, in class order)."""
+    from selfsup_clusters.clusters.synthetic import merged_classes
+
+    return merged_classes(np.arange(num_classes), num_classes, groups, seed).ids[0].numpy()
+
+
+def _as_blocks(group_of_class: np.ndarray) -> set[frozenset[int]]:
+    return {frozenset(np.flatnonzero(group_of_class == g).tolist()) for g in np.unique(group_of_class)}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_synthetic_merges_are_nested_for_every_pair(seed):
+    partitions = {k: _merged_partition(10, k, seed) for k in range(1, 11)}
+    for k, groups in partitions.items():
+        assert sorted(np.unique(groups).tolist()) == list(range(k)), f"merge:{k} must have exactly {k} groups"
+    for k1 in range(1, 11):
+        for k2 in range(k1 + 1, 11):
+            for block in _as_blocks(partitions[k2]):
+                parents = {int(partitions[k1][c]) for c in block}
+                assert len(parents) == 1, f"seed {seed}: merge:{k2} group {sorted(block)} spans merge:{k1} {parents}"
+
+
+def test_synthetic_merge_sizes_stay_balanced():
+    sizes = sorted(np.bincount(_merged_partition(10, 3, seed=0)).tolist())
+    assert sizes == [2, 4, 4]
+    for num_classes in range(1, 41):
+        for k in range(1, num_classes + 1):
+            counts = np.bincount(_merged_partition(num_classes, k, seed=0))
+            assert counts.max() <= 2 * counts.min(), (num_classes, k, counts)
+
+
+def test_synthetic_merges_differ_between_seeds():
+    for k in (2, 5, 9):
+        assert _as_blocks(_merged_partition(10, k, seed=0)) != _as_blocks(_merged_partition(10, k, seed=1))
+    assert np.array_equal(_merged_partition(10, 5, seed=3), _merged_partition(10, 5, seed=3))
+
+
+def test_synthetic_merge_gives_unlabelled_samples_their_own_clusters():
+    from selfsup_clusters.clusters.synthetic import merged_classes
+
+    labels = np.array([0, 1, -1, 2, 3, -1, 0, 4])
+    merged = merged_classes(labels, 5, 2, seed=0)
+    ids = merged.ids[0].numpy()
+    assert ids[2] == 2 and ids[5] == 3  # after the 2 merged groups, one cluster per unlabelled sample
+    labelled = labels >= 0
+    assert set(ids[labelled].tolist()) == {0, 1} and ids[0] == ids[6]
+    assert merged.num_clusters == [4] and len(merged.names[0]) == 4
+    assert np.array_equal(ids[labelled], _merged_partition(5, 2, seed=0)[labels[labelled]])
+    with pytest.raises(ClusterError, match="merge:6"):
+        merged_classes(labels, 5, 6)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from selfsup_clusters.cli import main
 from selfsup_clusters.clusters import build_cluster_source, rank_attributes, statistics_table
-from selfsup_clusters.config import CONFIG_DIR, DataConfig, load_config
+from selfsup_clusters.config import CONFIG_DIR, DataConfig, UserConfig, load_config
 from selfsup_clusters.data import load_dataset
 from selfsup_clusters.data.augment import BatchAugment
 from selfsup_clusters.data.loader import FileBatches, make_batches
@@ -126,8 +126,7 @@ def test_cifar100_superclasses_come_from_the_coarse_labels(tmp_path, capsys):
     data = load_dataset(data_config(name="cifar100", root=tmp_path / "cifar-100-python"))  # the folder itself works
     assert data.class_names[:2] == ["apple", "pear"] and data.superclasses == [0, 0, 1, 1, 2, 2]
     assert data.superclass_names == ["fruit", "insects", "vehicles"]
-    source = build_cluster_source("superclass", labels=data.train.labels, class_names=data.class_names,
-                                  superclasses=data.superclasses, superclass_names=data.superclass_names)
+    source = build_cluster_source("superclass", data.auxiliary)
     assignments = source.assign(None)
     assert torch.equal(assignments.ids[0], data.train.labels // 2) and assignments.names[0] == data.superclass_names
 
@@ -140,8 +139,8 @@ def test_analyze_includes_the_superclass_level(tmp_path):
     from selfsup_clusters.analyze import cluster_levels
 
     fake_cifar100(tmp_path)
-    base = load_config(overrides=["data.name=cifar100", f"data.root={tmp_path}"])
-    specs = [spec for spec, _ in cluster_levels(base, [])]
+    user = UserConfig(overrides=("data.name=cifar100", f"data.root={tmp_path}"))
+    specs = [spec for spec, _ in cluster_levels(user, [])]
     assert specs[:2] == ["labels", "superclass"]
 
 
@@ -200,7 +199,7 @@ def test_image_folder_of_wnids_gives_wordnet_clusters(tmp_path):
     assert all(f"/{data.class_names[y]}/" in p for p, y in zip(data.train.paths, data.train.labels.tolist(),
                                                                strict=True))
     assert data.train.labels[:6].unique().numel() > 1  # shuffled once, so --subset mixes the classes
-    rows = statistics_table(data.train.labels, data.class_names, wnids=data.wnids)
+    rows = statistics_table(data.auxiliary)
     levels = {row["clusters"]: row["num_clusters"] for row in rows}
     assert levels["wordnet:5"] == 1 and levels["wordnet:7"] == 2 and levels["wordnet:9"] == 3  # clothing, container
     sub = load_dataset(data_config(name="imagefolder", root=tmp_path / "in", subset=5))  # --data-root form
@@ -249,9 +248,7 @@ def test_csv_table_classes_split_and_attribute_clusters(tmp_path):
     assert data.test.paths[0].endswith("img/0.png") and data.test.labels[0] == 0
     # Entropy ranking: colour (3 values) > size (2 values) > the constant column.
     assert rank_attributes(data.train.attributes) == [1, 0, 2]
-    ids = [build_cluster_source(f"attributes:{k}", labels=data.train.labels, class_names=data.class_names,
-                                attributes=data.train.attributes, attribute_names=data.attribute_names
-                                ).assign(None).ids[0] for k in (1, 2, 3)]
+    ids = [build_cluster_source(f"attributes:{k}", data.auxiliary).assign(None).ids[0] for k in (1, 2, 3)]
     assert [int(i.max()) + 1 for i in ids] == [3, 6, 6]
     for coarse, fine in zip(ids, ids[1:], strict=False):  # nested: each cluster at K lies in one cluster at K - 1
         assert all(coarse[fine == c].unique().numel() == 1 for c in fine.unique())

@@ -188,39 +188,90 @@ def test_cl_infonce_kmeans_on_two_ranks_matches_one_rank_with_equal_clusters(tmp
 def test_every_method_trains_on_two_ranks(method, tmp_path):
     from tests.conftest import TINY, metrics
 
-    torchrun(["train", *TINY, *CALM, *method, f"out={tmp_path / 'run'}"], tmp_path / "dump")
+    dump = tmp_path / "dump"
+    torchrun(["train", *TINY, *CALM, *method, f"out={tmp_path / 'run'}"], dump)  # checks the bank every step
     records = metrics(tmp_path / "run")
     assert [r["epoch"] for r in records] == [0, 1]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
     final = json.loads((tmp_path / "run" / "final.json").read_text())
     assert 0.0 <= final["knn_top1"] <= 1.0
+    # The ranks stay in step: after every epoch (for ce: after its heads were re-initialised before epoch 1; for
+    # pcl: after each rank sampled its own negative prototypes) every parameter and buffer is equal on both
+    # ranks, and so is the memory bank. Without sync_bn each rank's BatchNorm keeps its own running statistics.
+    per_rank_bn = "model.sync_bn=false" in method
+    for epoch in (0, 1):
+        rank0, rank1 = (torch.load(dump / f"rank{r}_state_epoch{epoch}.pt") for r in (0, 1))
+        differ = [key for key, value in rank0["state"].items() if not torch.equal(value, rank1["state"][key])
+                  and not (per_rank_bn and ("running_" in key or "num_batches_tracked" in key))]
+        assert not differ, f"epoch {epoch}: the ranks disagree on {differ[:5]}"
+        assert torch.equal(rank0["bank"], rank1["bank"])
+    if "method=ce" in method:
+        assert int(rank0["state"]["resets"]) == 1  # the heads were re-initialised (before epoch 1) on both ranks
+    for epoch in sorted({int(p.stem.rpartition("epoch")[2]) for p in dump.glob("rank0_epoch*.pt")}):
+        clusters0, clusters1 = (torch.load(dump / f"rank{r}_epoch{epoch}.pt")["cluster_ids"] for r in (0, 1))
+        assert all(torch.equal(a, b) for a, b in zip(clusters0, clusters1, strict=True))
 
 
 @pytest.fixture
 def needs_data():
-    from tests.conftest import HAS_FASHION_MNIST
+    from tests.conftest import FASHION_MNIST_MISSING, HAS_FASHION_MNIST
 
     if not HAS_FASHION_MNIST:
-        pytest.skip("Debian's dataset-fashion-mnist is not installed (run the README's set-up)")
+        pytest.skip(FASHION_MNIST_MISSING)
+
+
+def cluster_ids_of(method) -> list[torch.Tensor]:
+    """The cluster ids a method trains with, whichever attribute holds them."""
+    if getattr(method, "clusterings", None):  # pcl
+        return [ids.cpu() for ids, _, _ in method.clusterings]
+    return [ids.cpu() for ids in getattr(method, "cluster_ids", None) or getattr(method, "targets", None) or []]
 
 
 def _worker(dump: Path, argv: list[str]) -> int:
-    """One torchrun process: the CLI, recording at each clustering this rank's memory bank and the cluster ids it
-    then trains with."""
+    """One torchrun process: the CLI, checking after every step that the memory bank holds this rank's embeddings
+    at its samples' slots (a wrong slot stops the run), and recording at each clustering this rank's memory bank
+    and the cluster ids it then trains with, and after each epoch its weights, buffers and bank."""
     from selfsup_clusters import distributed, trainer
     from selfsup_clusters.cli import main
+    from selfsup_clusters.memory import MemoryBank
+    from selfsup_clusters.method import Method
 
-    real_update = trainer.update_clusters
+    last_step = {}
+    real_forward, real_bank_update = Method.forward, MemoryBank.update
+
+    def recording_forward(self, views, index, label):
+        out = real_forward(self, views, index, label)
+        last_step.update(index=index.detach().clone(), z=out["z"].detach().clone())
+        return out
+
+    def checking_update(self, index, z):
+        real_bank_update(self, index, z)
+        if last_step:
+            mine = self.features[last_step["index"]]
+            if not torch.equal(mine, last_step["z"].to(mine.dtype)):
+                raise AssertionError(f"rank {distributed.rank()}: the memory bank does not hold this rank's "
+                                     "embeddings at its samples' slots")
+            last_step.clear()
+
+    Method.forward, MemoryBank.update = recording_forward, checking_update
+
+    real_update, real_epoch = trainer.update_clusters, trainer.train_epoch
 
     def recording(run, epoch, logger):
         bank, seen = run.memory.features.cpu().clone(), bool(run.memory.seen.all())
         rows = real_update(run, epoch, logger)
-        ids = [ids.cpu() for ids in getattr(run.method, "cluster_ids", [])]
-        torch.save({"cluster_ids": ids, "bank": bank, "bank_seen": seen},
+        torch.save({"cluster_ids": cluster_ids_of(run.method), "bank": bank, "bank_seen": seen},
                    dump / f"rank{distributed.rank()}_epoch{epoch}.pt")
         return rows
 
-    trainer.update_clusters = recording
+    def recording_epoch(run, epoch, logger):
+        record = real_epoch(run, epoch, logger)
+        torch.save({"state": {k: v.cpu().clone() for k, v in run.method.state_dict().items()},
+                    "bank": run.memory.features.cpu().clone()},
+                   dump / f"rank{distributed.rank()}_state_epoch{epoch}.pt")
+        return record
+
+    trainer.update_clusters, trainer.train_epoch = recording, recording_epoch
     return main(argv)
 
 

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, needs_fashion_mnist
+from conftest import TINY, metrics, needs_fashion_mnist, needs_wordnet
 
 from selfsup_clusters.cli import main
 from selfsup_clusters.clusters import build_cluster_source, cluster_statistics, entropy
 from selfsup_clusters.compare import parse_clusters_for
+from selfsup_clusters.data.base import AuxiliaryInfo
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.evaluate import cluster_quality, linear_probe, weighted_knn
 
@@ -67,15 +68,15 @@ def test_cluster_quality_finds_blobs():
 def test_synthetic_clusters_have_the_papers_statistics():
     labels = torch.arange(10).repeat(50)
     names = [str(i) for i in range(10)]
-    merged = build_cluster_source("merge:3", labels=labels, class_names=names).assign(None).ids[0]
-    split = build_cluster_source("split:4", labels=labels, class_names=names).assign(None).ids[0]
+    merged = build_cluster_source("merge:3", AuxiliaryInfo(labels, names)).assign(None).ids[0]
+    split = build_cluster_source("split:4", AuxiliaryInfo(labels, names)).assign(None).ids[0]
     merge_stats, split_stats = cluster_statistics(merged, labels), cluster_statistics(split, labels)
     assert merge_stats["num_clusters"] == 3 and merge_stats["H_Z_given_T"] == pytest.approx(0, abs=1e-9)
     assert merge_stats["I_Z_T"] < entropy(labels.numpy()) - 1
     assert split_stats["I_Z_T"] == pytest.approx(entropy(labels.numpy()), abs=1e-6)
     assert 1.5 < split_stats["H_Z_given_T"] <= 2.0  # log2(4) parts per class, minus sampling noise
     with pytest.raises(UserError, match="merge:11"):
-        build_cluster_source("merge:11", labels=labels, class_names=names)
+        build_cluster_source("merge:11", AuxiliaryInfo(labels, names))
 
 
 def test_parse_clusters_for():
@@ -83,6 +84,8 @@ def test_parse_clusters_for():
         "cl-infonce": ["wordnet:8"], "pcl": ["kmeans:25,50,100"], "ce": ["wordnet:7", "labels"]}
     with pytest.raises(UserError, match="METHOD=SPEC"):
         parse_clusters_for("wordnet:8")
+    with pytest.raises(UserError, match="merge:0"):  # a bad spec stops before any training
+        parse_clusters_for("cl-infonce=merge:0")
 
 
 def test_compare_rejects_a_method_without_clusters(tmp_path, capsys):
@@ -91,18 +94,19 @@ def test_compare_rejects_a_method_without_clusters(tmp_path, capsys):
 
 
 @needs_fashion_mnist
+@needs_wordnet
 def test_compare_writes_results_and_skips_finished_runs(tmp_path, capsys, monkeypatch):
     out = tmp_path / "cmp"
-    args = ["compare", "--methods", "simclr,cl-infonce", "--clusters-for", "cl-infonce=wordnet:8|merge:0",
+    args = ["compare", "--methods", "simclr,cl-infonce", "--clusters-for", "cl-infonce=wordnet:8|kmeans:100000",
             "--out", str(out), *FAST]
-    assert main(args) == 1  # merge:0 is a bad spec: that row fails, the others finish
+    assert main(args) == 1  # K larger than the data fails that row only; the others finish
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["name"] for r in rows] == ["simclr", "cl-infonce wordnet:8", "raw pixels"]
     for row in rows:
         assert 0.1 < float(row["knn_top1"]) <= 1 and 0.1 < float(row["linear_top1"]) <= 1
     assert float(rows[0]["nmi"]) > 0 and float(rows[0]["images_per_s"]) > 0
     md = (out / "results.md").read_text()
-    assert "| simclr |" in md and "FAILED: cl-infonce merge:0" in md
+    assert "| simclr |" in md and "FAILED: cl-infonce kmeans:100000" in md
     assert (out / "results.png").stat().st_size > 1000
     assert (out / "simclr" / "seed0" / "final.json").exists()
     printed = capsys.readouterr().out
@@ -116,11 +120,46 @@ def test_compare_writes_results_and_skips_finished_runs(tmp_path, capsys, monkey
     monkeypatch.setattr(trainer, "train", lambda cfg, resume=None: calls.append(cfg.clusters.spec)
                         or real_train(cfg, resume))
     assert main(args) == 1
-    assert calls == ["merge:0"]
+    assert calls == ["kmeans:100000"]
     assert list(csv.DictReader((out / "results.csv").open())) == rows
 
 
 @needs_fashion_mnist
+def test_compare_resumes_an_interrupted_run(tmp_path, monkeypatch, capsys):
+    from selfsup_clusters import trainer
+    from selfsup_clusters.compare import Entry, run_config
+    from selfsup_clusters.config import UserConfig
+
+    settings = [o for o in FAST if not o.startswith("epochs=")] + ["epochs=2", "eval.projector=0",
+                                                                  "eval.cluster_metrics=false", "eval.linear=false"]
+    out = tmp_path / "cmp"
+    real_save = trainer.save_checkpoint
+
+    def save_then_interrupt(state, path):
+        real_save(state, path)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer, "save_checkpoint", save_then_interrupt)
+        assert main(["compare", "--methods", "simclr", "--out", str(out), *settings]) != 0
+    run = out / "simclr" / "seed0"
+    assert (run / "checkpoints" / "last.pt").exists() and not (run / "final.json").exists()
+    capsys.readouterr()
+    assert main(["compare", "--methods", "simclr", "--out", str(out), *settings]) == 0
+    assert "resuming" in capsys.readouterr().out
+
+    # The same run uninterrupted, with the config compare builds for it.
+    straight = tmp_path / "straight"
+    trainer.train(run_config(UserConfig(overrides=tuple(settings)), Entry("simclr", "none"), 0, straight))
+    one, two = metrics(straight), metrics(run)
+    assert [r["epoch"] for r in two] == [0, 1]
+    assert [(r["loss"], r["knn_top1"]) for r in one] == [(r["loss"], r["knn_top1"]) for r in two]
+    row = list(csv.DictReader((out / "results.csv").open()))[0]
+    assert float(row["knn_top1"]) == one[-1]["knn_top1"]
+
+
+@needs_fashion_mnist
+@needs_wordnet
 def test_tensorboard_has_scalars_hparams_and_projector(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -160,6 +199,7 @@ def test_eval_command_writes_json_beside_the_checkpoint(tmp_path, capsys):
 
 
 @needs_fashion_mnist
+@needs_wordnet
 def test_analyze_tabulates_levels_with_rank_correlations(tmp_path, capsys):
     out = tmp_path / "analysis"
     assert main(["analyze", "--out", str(out), "--synthetic", "merge:2,split:2", *FAST,
@@ -167,7 +207,24 @@ def test_analyze_tabulates_levels_with_rank_correlations(tmp_path, capsys):
     rows = list(csv.DictReader((out / "analysis.csv").open()))
     specs = [r["clusters"] for r in rows]
     assert specs[0] == "labels" and "wordnet:8" in specs and specs[-2:] == ["merge:2", "split:2"]
-    assert len(set(specs)) == len(specs)
+    assert "wordnet:10" not in specs  # on Fashion-MNIST wordnet:10 is the labels' partition again
+    # Every level is a different partition of the training set (ids compared up to renaming).
+    from selfsup_clusters.config import load_config
+    from selfsup_clusters.data import load_dataset
+    from selfsup_clusters.run import build_clusters
+
+    cfg = load_config(overrides=[*FAST, "method=cl-infonce"])
+    data = load_dataset(cfg.data)
+
+    def partition(spec):
+        """The training samples' cluster ids, renamed in order of first appearance."""
+        cfg.clusters.spec = spec
+        first = {}
+        return tuple(first.setdefault(int(i), len(first)) for i in build_clusters(cfg, data).assign(None).ids[0])
+
+    partitions = {spec: partition(spec) for spec in specs}
+    assert len(set(partitions.values())) == len(specs), "analyze trained the same partition twice"
+    assert partition("wordnet:10") == partitions["labels"]  # the duplicate it had to drop
     split = rows[-1]
     assert float(split["I_Z_T"]) == pytest.approx(float(rows[0]["I_Z_T"]), abs=1e-6)
     assert np.isfinite([float(r["linear_top1"]) for r in rows]).all()

@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from selfsup_clusters.clusters import Assignments
 from selfsup_clusters.config import load_config
 from selfsup_clusters.losses import cluster_info_nce
-from selfsup_clusters.trainer import build_method, train
-from tests.conftest import TINY, needs_fashion_mnist
+from selfsup_clusters.methods import build_method
+from selfsup_clusters.trainer import train
+from tests.conftest import TINY, needs_fashion_mnist, needs_wordnet
 
 
 def tiny_method(name, overrides=(), **kwargs):
@@ -20,15 +21,17 @@ def tiny_method(name, overrides=(), **kwargs):
 
 
 def test_cl_infonce_with_singleton_clusters_equals_simclr():
-    views = [torch.randn(8, 1, 28, 28) for _ in range(2)]
-    index = torch.arange(8)
+    g = torch.Generator().manual_seed(0)
+    views = [torch.randn(8, 1, 28, 28, generator=g) for _ in range(2)]
+    index = torch.randperm(32, generator=g)[:8]  # 8 of 32 samples, not 0..7
+    labels = index % 3  # repeated labels: code using them as cluster ids would compute SupCon instead
     simclr = tiny_method("simclr", ["method_args.temperature=0.1"])
     cl = tiny_method("cl-infonce")
     cl.load_state_dict(simclr.state_dict(), strict=False)  # the same backbone and projector; cl has a queue too
-    cl.set_clusters(Assignments(ids=[torch.arange(8)]))
+    cl.set_clusters(Assignments(ids=[torch.randperm(32, generator=g)]))  # one cluster per sample, ids != indices
     simclr.train(), cl.train()
-    assert cl.training_step(views, index, index)["loss"].item() == pytest.approx(
-        simclr.training_step(views, index, index)["loss"].item(), rel=1e-6)
+    assert cl.training_step(views, index, labels)["loss"].item() == pytest.approx(
+        simclr.training_step(views, index, labels)["loss"].item(), rel=1e-6)
 
 
 def supcon_reference(z, labels, t):
@@ -70,6 +73,35 @@ def test_cluster_info_nce_with_a_key_queue_counts_queued_positives():
     assert cluster_info_nce(z, ids, 0.5, keys, key_ids).item() == pytest.approx(expected.item() / 2, rel=1e-6)
 
 
+def test_key_queue_keeps_sample_indices_and_looks_up_their_current_clusters():
+    import copy
+
+    n, g = 40, torch.Generator().manual_seed(0)
+    cl = tiny_method("cl-infonce", ["method_args.key_queue=16"])
+    cl.train()
+
+    def batch():
+        index = torch.randperm(n, generator=g)[:8]
+        return [torch.randn(8, 1, 28, 28, generator=g) for _ in range(2)], index, (index * 3 + 1) % 5
+
+    cl.set_clusters(Assignments(ids=[torch.randint(0, 3, (n,), generator=g)]))
+    views, first_index, labels = batch()
+    cl.training_step(views, first_index, labels)
+    assert cl.queue_index.tolist() == [*first_index.tolist(), *[-1] * 8]  # sample indices, not labels or ids
+
+    new_ids = torch.randint(0, 3, (n,), generator=g)  # re-clustered: the queued keys' ids change with it
+    cl.set_clusters(Assignments(ids=[new_ids]))
+    views, index, labels = batch()
+    reference = copy.deepcopy(cl)
+    out = cl.training_step(views, index, labels)
+    z = F.normalize(reference.projector(reference.backbone(torch.cat(views))), dim=1)
+    queued = reference.queue_index
+    key_ids = torch.where(queued >= 0, new_ids[queued.clamp(min=0)], -1)
+    expected = cluster_info_nce(z, new_ids[index].repeat(2), 0.1, reference.queue, key_ids)
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert cl.queue_index.tolist() == [*first_index.tolist(), *index.tolist()]
+
+
 def test_ce_heads_are_sized_by_the_clusters_and_reset_on_reclustering():
     ce = tiny_method("ce", ["clusters.spec=kmeans:5,7"], num_clusters=[5, 7])
     assert [head.out_features for head in ce.heads] == [5, 7]
@@ -81,9 +113,9 @@ def test_ce_heads_are_sized_by_the_clusters_and_reset_on_reclustering():
 
 @needs_fashion_mnist
 @pytest.mark.parametrize("method, clusters", [
-    ("cl-infonce", "wordnet:7"),
+    pytest.param("cl-infonce", "wordnet:7", marks=needs_wordnet),
     ("cl-infonce", "kmeans:8"),
-    ("ce", "wordnet:8"),
+    pytest.param("ce", "wordnet:8", marks=needs_wordnet),
     ("ce", "kmeans:8 clusters.every=10"),  # clustered once: re-clustering re-initialises the head
     ("supervised", "none"),
 ])
@@ -97,6 +129,7 @@ def test_method_trains_and_lowers_its_loss(tmp_path, method, clusters):
 
 
 @needs_fashion_mnist
+@needs_wordnet
 def test_cl_infonce_with_key_queue_trains(tmp_path):
     out = tmp_path / "run"
     train(load_config(overrides=[*TINY, "method=cl-infonce", "clusters.spec=wordnet:8",

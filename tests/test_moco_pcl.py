@@ -1,5 +1,6 @@
 """MoCo v2 and PCL: the prototype loss, the momentum encoder, the queue, shuffle-BN, clusters, training, resume."""
 
+import copy
 import math
 
 import pytest
@@ -11,7 +12,9 @@ from selfsup_clusters.clusters import Assignments
 from selfsup_clusters.config import load_config
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.losses import info_nce, proto_nce
-from selfsup_clusters.trainer import build_method, build_optimizer, train
+from selfsup_clusters.methods import build_method
+from selfsup_clusters.run import build_optimizer
+from selfsup_clusters.trainer import train
 from tests.conftest import TINY, interrupted_run, metrics, needs_fashion_mnist
 
 BATCH = 16
@@ -26,11 +29,17 @@ def make_method(name: str, *overrides: str):
     return cfg, method
 
 
+NUM_SAMPLES = 4 * BATCH  # the training set the batches are drawn from
+
+
 def make_batch(seed: int = 1):
+    """Two views of BATCH samples drawn from NUM_SAMPLES; their labels are not their indices (and repeat), so code
+    that mixes up index and label shows."""
     generator = torch.Generator().manual_seed(seed)
     views = [torch.randn(BATCH, 1, 28, 28, generator=generator) for _ in range(2)]
-    index = torch.arange(BATCH)
-    return views, index, index.clone()
+    index = torch.randperm(NUM_SAMPLES, generator=generator)[:BATCH]
+    labels = (index * 7 + 3) % 10
+    return views, index, labels
 
 
 # --- proto_nce -------------------------------------------------------------------------------------------------
@@ -162,9 +171,9 @@ def test_bad_moco_settings_stop_with_a_clear_message():
 def kmeans_like_assignments(num_samples: int, ks: list[int], dim: int = 32) -> Assignments:
     generator = torch.Generator().manual_seed(3)
     return Assignments(
-        ids=[torch.randint(k, (num_samples,), generator=generator) for k in ks],
+        ids=[torch.randint(k, (num_samples,), generator=generator) for k in ks],  # not the sample indices
         centroids=[F.normalize(torch.randn(k, dim, generator=generator), dim=1) for k in ks],
-        concentration=[torch.full((k,), 0.2) for k in ks],
+        distances=[torch.rand(num_samples, generator=generator) for _ in ks],
     )
 
 
@@ -182,12 +191,34 @@ def test_pcl_before_clusters_is_moco():
 
 
 def test_pcl_adds_the_mean_prototype_loss_once_clusters_arrive():
+    from baselines.pcl import pcl_concentration
+
     _, pcl = make_method("pcl", "method_args.proto_negatives=3")
     checkpointed = set(pcl.state_dict())
-    pcl.set_clusters(kmeans_like_assignments(BATCH, [4, 8]))
-    out = pcl.training_step(*make_batch())
-    assert out["loss_proto"] > 0
-    torch.testing.assert_close(out["loss"].detach(), out["loss_infonce"] + out["loss_proto"])
+    assignments = kmeans_like_assignments(NUM_SAMPLES, [4, 8])
+    pcl.set_clusters(assignments)
+    reference = copy.deepcopy(pcl)
+    views, index, labels = make_batch()
+    assert not torch.equal(assignments.ids[1][index], assignments.ids[1][labels])  # index and label differ
+    torch.manual_seed(11)
+    out = pcl.training_step(views, index, labels)
+
+    # The same step written out: MoCo's InfoNCE, then for each clustering the prototypes of the batch's own
+    # clusters (looked up by sample index) and 3 sampled negatives, with PCL's concentration from the distances.
+    torch.manual_seed(11)
+    query, _, loss_infonce = reference.contrast(views)
+    proto_losses = []
+    for ids, centroids, distances in zip(assignments.ids, assignments.centroids, assignments.distances, strict=True):
+        phi = torch.from_numpy(pcl_concentration(distances.numpy(), ids.numpy(), centroids.shape[0],
+                                                 reference.temperature))
+        assert phi.std() > 0  # per-cluster concentrations, not one constant
+        positive_ids = ids[index]
+        negative_ids = sample_negative_prototypes(positive_ids, centroids.shape[0], 3)
+        proto_losses.append(proto_nce(query, centroids, phi, positive_ids, negative_ids))
+    expected_proto = torch.stack(proto_losses).mean()
+    assert out["loss_infonce"].item() == pytest.approx(loss_infonce.item(), rel=1e-6)
+    assert out["loss_proto"].item() == pytest.approx(expected_proto.item(), rel=1e-5)
+    assert out["loss"].item() == pytest.approx(loss_infonce.item() + expected_proto.item(), rel=1e-5)
     out["loss"].backward()  # the prototype term reaches the query encoder
     assert all(p.grad is not None for p in pcl.query_parameters())
     assert set(pcl.state_dict()) == checkpointed  # clusters travel in the checkpoint's assignments instead

@@ -1,12 +1,13 @@
 """The clustering side of the loop: k-means between epochs, fixed auxiliary clusters, statistics, resume."""
 
 
+import pytest
 import torch
 
 from selfsup_clusters.cli import main
 from selfsup_clusters.config import load_config
 from selfsup_clusters.trainer import train
-from tests.conftest import TINY, interrupted_run, metrics, needs_fashion_mnist
+from tests.conftest import TINY, interrupted_run, metrics, needs_fashion_mnist, needs_wordnet
 
 pytestmark = needs_fashion_mnist
 
@@ -25,6 +26,7 @@ def test_kmeans_runs_from_warmup_every_epoch_and_logs_statistics(tmp_path):
     assert [ids.shape for ids in state["assignments"]["ids"]] == [torch.Size([256])] * 2
 
 
+@needs_wordnet
 def test_fixed_wordnet_clusters_are_computed_once(tmp_path):
     out = tmp_path / "run"
     train(load_config(overrides=[*TINY, "clusters.spec=wordnet:7", f"out={out}"]))
@@ -34,34 +36,66 @@ def test_fixed_wordnet_clusters_are_computed_once(tmp_path):
     assert "clusters" not in records[1]
 
 
-def test_forward_pass_features_for_kmeans(tmp_path):
+@pytest.mark.parametrize("features, fresh_passes", [("forward", 2), ("memory", 1)])
+def test_kmeans_input_is_a_fresh_pass_or_the_full_memory_bank(tmp_path, monkeypatch, features, fresh_passes):
+    from selfsup_clusters import trainer
+
+    # k-means before epochs 0 and 1. Before epoch 0 the bank holds random vectors, so both settings make a fresh
+    # pass; before epoch 1 "memory" clusters the (now full) bank instead.
+    inputs, passes = [], []
+    real_extract = trainer.extract_features
+    monkeypatch.setattr(trainer, "extract_features", lambda *a, **k: passes.append(1) or real_extract(*a, **k))
+    real_setup = trainer.setup
+
+    def spy_setup(cfg, resume=None):
+        run = real_setup(cfg, resume)
+        assign = run.cluster_source.assign
+        run.cluster_source.assign = lambda f: inputs.append((f.clone(), run.memory.features.clone())) or assign(f)
+        return run
+
+    monkeypatch.setattr(trainer, "setup", spy_setup)
     out = tmp_path / "run"
-    train(load_config(overrides=[*TINY, "epochs=1", "clusters.spec=kmeans:4", "clusters.features=forward",
-                                 f"out={out}"]))
-    assert metrics(out)[0]["clusters"][0]["num_clusters"] == 4
+    train(load_config(overrides=[*TINY, "method=cl-infonce", "clusters.spec=kmeans:4", f"clusters.features={features}",
+                                 "eval.linear=false", "eval.cluster_metrics=false", f"out={out}"]))
+    assert len(passes) == fresh_passes and len(inputs) == 2
+    clustered, bank = inputs[1]
+    assert torch.equal(clustered, bank) == (features == "memory")
+    assert [r["clusters"][0]["num_clusters"] for r in metrics(out)] == [4, 4]
 
 
 def test_resume_keeps_the_saved_assignments(tmp_path, monkeypatch):
     from selfsup_clusters import trainer
 
     out = tmp_path / "run"
-    # Cluster only before epoch 0 (every=10), so epoch 1 must reuse the checkpoint's assignments.
-    interrupted_run([*TINY, "clusters.spec=kmeans:8", "clusters.every=10", f"out={out}"], monkeypatch)
+    # Cluster only before epoch 0 (every=10), so epoch 1 must train Cl-InfoNCE on the checkpoint's assignments.
+    overrides = [*TINY, "method=cl-infonce", "clusters.spec=kmeans:8", "clusters.every=10", "eval.linear=false",
+                 "eval.cluster_metrics=false", f"out={out}"]
+    interrupted_run(overrides, monkeypatch)
     saved = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["assignments"]
 
-    seen = []
+    seen, trained_with = [], []
     real_setup = trainer.setup
 
     def spy_setup(cfg, resume=None):
         run = real_setup(cfg, resume)
         seen.append(run.assignments)
+        step = run.method.training_step
+
+        def spy_step(views, index, label):
+            trained_with.append(run.method.cluster_ids[0].clone())
+            return step(views, index, label)
+
+        run.method.training_step = spy_step
         return run
 
     monkeypatch.setattr(trainer, "setup", spy_setup)
+    monkeypatch.setattr(trainer, "update_clusters", lambda *a, **k: pytest.fail("re-clustered after resume"))
     train(load_config(), resume=out)
     assert torch.equal(seen[0].ids[0], saved["ids"][0])
+    assert trained_with and all(torch.equal(ids, saved["ids"][0]) for ids in trained_with)  # the method has them
+    assert len(saved["ids"][0].unique()) == 8
     final = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["assignments"]
-    assert torch.equal(final["ids"][0], saved["ids"][0])  # not re-clustered at epoch 1
+    assert torch.equal(final["ids"][0], saved["ids"][0])
 
 
 def test_k_larger_than_the_data_stops_before_training(capsys, tmp_path):
@@ -71,6 +105,7 @@ def test_k_larger_than_the_data_stops_before_training(capsys, tmp_path):
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 
+@needs_wordnet
 def test_clusters_command_prints_every_wordnet_level(capsys):
     assert main(["clusters", "--subset", "500"]) == 0
     out = capsys.readouterr().out

@@ -4,7 +4,6 @@ raw-pixel kNN, and kNN quality of a trained run at the reference protocol (k=20,
     python tools/bench_foundation.py throughput [--steps 15] [--batch-size 256]
     python tools/bench_foundation.py raw-knn
     python tools/bench_foundation.py quality --run DIR      # kNN of a finished run at k=20/T=0.07 and k=200/T=0.1
-    python tools/bench_foundation.py stems [--minutes 2]    # kNN per CPU-minute: timm stem vs small stem
 
 Results are printed and merged into bench_out/foundation.json. Numbers are whatever this machine measures.
 """
@@ -23,9 +22,10 @@ from torchvision.transforms import v2
 from selfsup_clusters.config import load_config
 from selfsup_clusters.data import load_dataset
 from selfsup_clusters.data.augment import BatchAugment
-from selfsup_clusters.data.loader import InMemoryBatches
-from selfsup_clusters.evaluate import extract_features, raw_pixel_knn, weighted_knn
-from selfsup_clusters.trainer import build_method, build_optimizer, epoch_generator
+from selfsup_clusters.evaluate import raw_pixel_knn, weighted_knn
+from selfsup_clusters.methods import build_method
+from selfsup_clusters.run import build_optimizer
+from selfsup_clusters.trainer import epoch_generator
 
 OUT = Path("bench_out/foundation.json")
 
@@ -121,78 +121,28 @@ def raw_knn(args) -> dict:
     return {"raw_pixel_knn": out}
 
 
-def trained_encoder(run_dir: Path, dataset):
-    """(method, centre-view transform) of a finished run's checkpoint, for images of `dataset`."""
-    from omegaconf import OmegaConf
+def knn_scores(run_dir: Path, bank_size: int | None = None, test_size: int | None = None) -> dict:
+    """kNN top-1 of a finished run at the reference protocol (k=20, T=0.07) and the default (k=200, T=0.1), with the
+    first `bank_size` training images (default all) as the bank and the first `test_size` test images."""
+    from selfsup_clusters.run import load_trained
+    from selfsup_clusters.run_eval import backbone_features
 
-    from selfsup_clusters.checkpoint import load_checkpoint
-    from selfsup_clusters.config import Config
-
-    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), state["config"]))
-    method = build_method(cfg, dataset.channels)
-    method.load_state_dict(state["model"])
-    augment = BatchAugment(cfg.augment, cfg.data.image_size, dataset.mean, dataset.std)
-    return method, augment
-
-
-def knn_scores(run_dir: Path, dataset, bank, test) -> dict:
-    """kNN top-1 of a finished run at the reference protocol (k=20, T=0.07) and the default (k=200, T=0.1)."""
-    method, augment = trained_encoder(run_dir, dataset)
-
-    batches = InMemoryBatches(augment, torch.device("cpu"))
-
-    def encode(split):
-        return extract_features(method.features, batches.eval(split, 1024), [method])
-
-    bank_features, test_features = encode(bank), encode(test)
+    run = load_trained(run_dir / "checkpoints" / "last.pt", [f"data.subset={bank_size or 'null'}",
+                                                              f"data.test_subset={test_size or 'null'}"])
+    bank, test = run.data.train, run.data.test
+    bank_features, test_features = backbone_features(run, bank), backbone_features(run, test)
     return {f"knn_k{k}_t{t}": weighted_knn(bank_features, bank.labels, test_features, test.labels, k, t)
             for k, t in ((20, 0.07), (200, 0.1))}
 
 
 def quality(args) -> dict:
     """A finished run scored with the full training set as the bank and the full test set."""
-    data = load_dataset(load_config().data)
     final = json.loads((Path(args.run) / "final.json").read_text())
     out = {"run": args.run, "epochs": final["epochs"], "train_time_s": final["train_time_s"],
-           **knn_scores(Path(args.run), data, data.train, data.test)}
+           **knn_scores(Path(args.run))}
     print(f"{args.run}: kNN top-1 {out['knn_k20_t0.07']:.4f} (k=20, T=0.07), {out['knn_k200_t0.1']:.4f} "
           f"(k=200, T=0.1) after {final['epochs']} epochs, {final['train_time_s'] / 60:.1f} min")
     return {f"quality:{Path(args.run).name}": out}
-
-
-def stems(args) -> dict:
-    """kNN per CPU-minute of the two stems: each trains for about `--minutes` (its measured step time decides how
-    many images that is), then both are scored on the same bank (first 10,000 training images) and test images
-    (first 2,000)."""
-    from selfsup_clusters.trainer import train
-
-    full = load_dataset(load_config().data)
-    bank, test = full.train.first(10000), full.test.first(2000)
-    out = {}
-    for stem in ("timm", "small"):
-        overrides = [f"model.stem={stem}", "epochs=1", "eval.every=0", "data.test_subset=100", "eval.knn_k=20",
-                     "log.progress=false", "log.tensorboard=false"]
-        cfg = load_config(overrides=overrides)
-        method = build_method(cfg, full.channels).to(memory_format=torch.channels_last)
-        optimizer, _ = build_optimizer(cfg, method, 100)
-        augment = BatchAugment(cfg.augment, cfg.data.image_size, full.mean, full.std)
-        generator = torch.Generator().manual_seed(0)
-        batches = ((augment.views(full.train.images[: cfg.batch_size], generator), torch.arange(cfg.batch_size))
-                   for _ in range(3))
-        time_steps(method, optimizer, batches, 1)
-        seconds, _ = time_steps(method, optimizer, batches, 2)
-        images_per_s = 2 * cfg.batch_size * 2 / seconds
-        subset = max(cfg.batch_size, int(images_per_s * 60 * args.minutes / 2) // cfg.batch_size * cfg.batch_size)
-        run_dir = Path(f"bench_out/stem-{stem}")
-        if not (run_dir / "final.json").exists():
-            train(load_config(overrides=[*overrides, f"data.subset={subset}", f"out={run_dir}"]))
-        final = json.loads((run_dir / "final.json").read_text())
-        out[stem] = {"images_per_s": images_per_s, "train_images": subset, "train_time_s": final["train_time_s"],
-                     **knn_scores(run_dir, full, bank, test)}
-        print(f"stem={stem}: {images_per_s:.0f} img/s, {subset} images in {final['train_time_s'] / 60:.1f} min "
-              f"-> kNN top-1 {out[stem]['knn_k20_t0.07']:.4f} (k=20, T=0.07; bank 10k, test 2k)", flush=True)
-    return {"stems": out}
 
 
 def main() -> None:
@@ -205,10 +155,8 @@ def main() -> None:
     sub.add_parser("raw-knn")
     p = sub.add_parser("quality")
     p.add_argument("--run", required=True)
-    p = sub.add_parser("stems")
-    p.add_argument("--minutes", type=float, default=2.0)
     args = parser.parse_args()
-    result = {"throughput": throughput, "raw-knn": raw_knn, "quality": quality, "stems": stems}[args.what](args)
+    result = {"throughput": throughput, "raw-knn": raw_knn, "quality": quality}[args.what](args)
     OUT.parent.mkdir(exist_ok=True)
     merged = json.loads(OUT.read_text()) if OUT.exists() else {}
     merged.update(result)

@@ -1,33 +1,22 @@
-"""Cluster sources: FAISS k-means, WordNet hierarchy levels, attribute
-combinations and the labels themselves, behind `assign(features) -> Assignments`,
-plus the information statistics used to compare them."""
+"""Cluster sources: FAISS k-means, WordNet hierarchy levels, attribute combinations, the labels themselves and
+synthetic sets, behind `assign(features) -> Assignments`; the one spec grammar (spec.py); the information
+statistics used to compare them."""
 
 from .assignments import Assignments, ClusterError
 from .attributes import attribute_clusters, rank_attributes
-from .kmeans import KMeansOptions, pcl_concentration, run_kmeans
-from .sources import ClusterSource, FixedClusterSource, KMeansSource, build_cluster_source
-from .stats import (
-    cluster_statistics,
-    conditional_entropy,
-    entropy,
-    format_table,
-    mutual_information,
-    statistics_table,
-)
-from .wordnet import (
-    FASHION_MNIST_SYNSETS,
-    WordNet,
-    class_synsets,
-    load_wordnet,
-    synset_for_wnid,
-    wordnet_levels,
-)
+from .kmeans import KMeansOptions, run_kmeans
+from .sources import ClusterSource, FixedClusterSource, KMeansSource, build_cluster_source, statistics_table
+from .spec import SPEC_HELP, ClusterSpec, parse_spec, split_spec_list
+from .stats import cluster_statistics, conditional_entropy, entropy, mutual_information
+from .wordnet import FASHION_MNIST_SYNSETS, WordNet, class_synsets, load_wordnet, synset_for_wnid, wordnet_levels
 
 __all__ = [
     "FASHION_MNIST_SYNSETS",
+    "SPEC_HELP",
     "Assignments",
     "ClusterError",
     "ClusterSource",
+    "ClusterSpec",
     "FixedClusterSource",
     "KMeansOptions",
     "KMeansSource",
@@ -38,12 +27,12 @@ __all__ = [
     "cluster_statistics",
     "conditional_entropy",
     "entropy",
-    "format_table",
     "load_wordnet",
     "mutual_information",
-    "pcl_concentration",
+    "parse_spec",
     "rank_attributes",
     "run_kmeans",
+    "split_spec_list",
     "statistics_table",
     "synset_for_wnid",
     "wordnet_levels",

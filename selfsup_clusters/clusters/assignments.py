@@ -26,13 +26,14 @@ class Assignments:
         trains, so a cluster left empty by the final assignment is rare but
         possible, and K stays what the user asked for.
     centroids: k-means only: one (K, d) float32 tensor per clustering, rows L2-normalised.
-    concentration: k-means only: one (K,) float32 tensor per clustering (PCL's phi).
+    distances: k-means only: one (N,) float32 tensor per clustering, each sample's L2 distance to its
+        centroid (PCL computes its concentration from them).
     names: optional human-readable name per cluster (e.g. a WordNet lemma), per clustering.
     """
 
     ids: list[torch.Tensor]
     centroids: list[torch.Tensor] | None = None
-    concentration: list[torch.Tensor] | None = None
+    distances: list[torch.Tensor] | None = None
     names: list[list[str]] | None = None
 
     def __post_init__(self) -> None:
@@ -41,7 +42,7 @@ class Assignments:
         sizes = {len(ids) for ids in self.ids}
         if len(sizes) != 1:
             raise ClusterError(f"every clustering must cover the same samples; got lengths {sorted(sizes)}")
-        for field in ("centroids", "concentration", "names"):
+        for field in ("centroids", "distances", "names"):
             values = getattr(self, field)
             if values is not None and len(values) != len(self.ids):
                 raise ClusterError(
@@ -68,9 +69,7 @@ class Assignments:
         return {
             "ids": [ids.detach().cpu() for ids in self.ids],
             "centroids": None if self.centroids is None else [c.detach().cpu() for c in self.centroids],
-            "concentration": None
-            if self.concentration is None
-            else [c.detach().cpu() for c in self.concentration],
+            "distances": None if self.distances is None else [d.detach().cpu() for d in self.distances],
             "names": None if self.names is None else [list(names) for names in self.names],
         }
 
@@ -81,7 +80,7 @@ class Assignments:
         return cls(
             ids=list(state["ids"]),
             centroids=None if state.get("centroids") is None else list(state["centroids"]),
-            concentration=None if state.get("concentration") is None else list(state["concentration"]),
+            distances=None if state.get("distances") is None else list(state["distances"]),
             names=None if state.get("names") is None else [list(names) for names in state["names"]],
         )
 

@@ -1,4 +1,4 @@
-"""Spherical k-means with FAISS, plus PCL's per-cluster concentration.
+"""Spherical k-means with FAISS.
 
 Follows facebookresearch/PCL main_pcl.py `run_kmeans`, with FAISS's
 `spherical=True` (centroids re-normalised every iteration) because the
@@ -28,15 +28,14 @@ class KMeansOptions:
     niter: Lloyd iterations per run. nredo: runs per K (random restarts, best
     objective kept). seed: base seed; clustering i of a list of Ks uses seed + i.
     min_points_per_centroid: below this many samples per cluster we warn once.
-    temperature: mean of PCL's concentration phi. use_gpu: "auto" (GPU when
-    faiss-gpu sees one), "cpu", or "gpu" (fail if there is none).
+    use_gpu: "auto" (GPU when faiss-gpu sees one), "cpu", or "gpu" (fail if
+    there is none).
     """
 
     niter: int = 20
     nredo: int = 1
     seed: int = 0
     min_points_per_centroid: int = 10
-    temperature: float = 0.2
     use_gpu: str = "auto"
 
 
@@ -46,8 +45,8 @@ def run_kmeans(
     """Cluster (N, d) features once per K in `ks`.
 
     Features are L2-normalised float32 before clustering. Returns ids (N,),
-    L2-normalised centroids (K, d) and PCL's concentration (K,) per K, all on
-    the CPU. `warn=False` silences the too-few-samples warning (a source that
+    L2-normalised centroids (K, d) and each sample's distance to its centroid
+    (N,) per K, all on the CPU. `warn=False` silences the too-few-samples warning (a source that
     re-clusters every epoch warns only on its first call).
     """
     options = options or KMeansOptions()
@@ -73,7 +72,7 @@ def run_kmeans(
     num_gpus = _faiss_gpus(faiss, options.use_gpu)
     logger.info("k-means: FAISS on %s", f"{num_gpus} GPU(s)" if num_gpus else "CPU")
 
-    ids, centroids, concentration = [], [], []
+    ids, centroids, distances = [], [], []
     for offset, k in enumerate(ks):
         kmeans = faiss.Kmeans(
             points.shape[1],
@@ -96,38 +95,8 @@ def run_kmeans(
         squared_distance = np.clip(2.0 - 2.0 * cosine, 0.0, None)
         ids.append(torch.from_numpy(nearest.astype(np.int64)))
         centroids.append(torch.nn.functional.normalize(torch.from_numpy(kmeans.centroids.copy()), dim=1))
-        concentration.append(
-            torch.from_numpy(pcl_concentration(squared_distance, nearest, k, options.temperature))
-        )
-    return Assignments(ids=ids, centroids=centroids, concentration=concentration)
-
-
-def pcl_concentration(
-    squared_distance: np.ndarray, ids: np.ndarray, num_clusters: int, temperature: float
-) -> np.ndarray:
-    """PCL's concentration phi per cluster, as float32 of shape (K,).
-
-    For a cluster c with members' squared distances D_i to its centroid and
-    size Z = |c| > 1:
-
-        phi_c = mean_i(sqrt(D_i)) / log(Z + 10)
-
-    Clusters with Z <= 1 get the largest phi of the others (1.0 if none has
-    two members). Then phi is clipped to its [10th, 90th] percentile and
-    scaled so its mean is `temperature`: phi = temperature * phi / mean(phi).
-    """
-    distance = np.sqrt(np.asarray(squared_distance, dtype=np.float64))
-    ids = np.asarray(ids, dtype=np.int64)
-    sizes = np.bincount(ids, minlength=num_clusters)
-    sums = np.bincount(ids, weights=distance, minlength=num_clusters)
-    phi = np.zeros(num_clusters, dtype=np.float64)
-    populated = sizes > 1
-    phi[populated] = sums[populated] / sizes[populated] / np.log(sizes[populated] + 10)
-    phi[~populated] = phi[populated].max() if populated.any() else 1.0
-    phi = np.clip(phi, np.percentile(phi, 10), np.percentile(phi, 90))
-    if phi.mean() <= 0:  # every point sits on its centroid: no spread to compare
-        phi = np.ones_like(phi)
-    return (temperature * phi / phi.mean()).astype(np.float32)
+        distances.append(torch.from_numpy(np.sqrt(squared_distance).astype(np.float32)))
+    return Assignments(ids=ids, centroids=centroids, distances=distances)
 
 
 def _prepare_features(features: torch.Tensor) -> np.ndarray:

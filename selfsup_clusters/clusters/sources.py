@@ -1,41 +1,43 @@
-"""Cluster sources behind one interface, and the builder that parses a spec.
+"""Cluster sources behind one interface, the builder that turns a spec (spec.py) into one, and the table of every
+auxiliary level's statistics.
 
-Specs: "none", "labels", "superclass", "kmeans:K" or "kmeans:K1,K2,...",
-"wordnet:LEVEL", "attributes:K", and the synthetic "merge:K" / "split:M"
-(synthetic.py). Fixed sources (labels, superclasses,
-WordNet, attributes) are computed when built, so a bad spec or bad data fails
-before any training happens.
+Fixed sources (labels, superclasses, WordNet, attributes, the synthetic merge/split sets) are computed when built,
+so a bad spec or bad data fails before any training happens.
 
-Unlabelled samples (label -1) under "labels", "superclass" and "wordnet:L" each get a
-cluster of their own, after the labelled clusters: a clustering loss then
-treats them as instance discrimination (their only positives are their own
-views) instead of lumping all unlabelled samples together.
+Unlabelled samples (label -1) under "labels", "superclass" and "wordnet:L" each get a cluster of their own, after
+the labelled clusters: a clustering loss then treats them as instance discrimination (their only positives are
+their own views) instead of lumping all unlabelled samples together.
 """
 
 from __future__ import annotations
 
-import re
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from selfsup_clusters.data.base import AuxiliaryInfo
+
 from .assignments import Assignments, ClusterError, as_numpy_ints
 from .attributes import attribute_clusters
 from .kmeans import KMeansOptions, run_kmeans
+from .spec import ClusterSpec, parse_spec
+from .stats import cluster_statistics
 from .synthetic import merged_classes, split_classes
-from .wordnet import DEFAULT_WORDNET_DIR, class_synsets, load_wordnet
+from .wordnet import DEFAULT_WORDNET_DIR, class_synsets, load_wordnet, wordnet_levels
 
-SPEC_HELP = ("use one of: none, labels, superclass, kmeans:K[,K2,...], wordnet:LEVEL, attributes:K, merge:K, "
-             "split:M")
-_INTEGER = re.compile(r"^\d+$")
+logger = logging.getLogger(__name__)
 
 
 class ClusterSource:
-    """Gives every training sample a cluster id; `dynamic` sources need features."""
+    """Gives every training sample a cluster id; `dynamic` sources (k-means) need features."""
 
-    spec: str
-    dynamic: bool
+    spec: ClusterSpec
+
+    @property
+    def dynamic(self) -> bool:
+        return self.spec.dynamic
 
     @property
     def num_clusters(self) -> list[int]:
@@ -47,11 +49,9 @@ class ClusterSource:
 
 
 class FixedClusterSource(ClusterSource):
-    """Clusters known before training (labels, superclasses, a hierarchy level, attributes)."""
+    """Clusters known before training (labels, superclasses, a hierarchy level, attributes, synthetic sets)."""
 
-    dynamic = False
-
-    def __init__(self, spec: str, assignments: Assignments) -> None:
+    def __init__(self, spec: ClusterSpec, assignments: Assignments) -> None:
         self.spec = spec
         self.assignments = assignments
 
@@ -66,18 +66,15 @@ class FixedClusterSource(ClusterSource):
 class KMeansSource(ClusterSource):
     """FAISS k-means over the current features, for one or several K."""
 
-    dynamic = True
-
-    def __init__(self, spec: str, ks: list[int], num_samples: int, options: KMeansOptions) -> None:
+    def __init__(self, spec: ClusterSpec, num_samples: int, options: KMeansOptions) -> None:
         self.spec = spec
-        self.ks = ks
         self.num_samples = num_samples
         self.options = options
         self._warned = False
 
     @property
     def num_clusters(self) -> list[int]:
-        return list(self.ks)
+        return list(self.spec.numbers)
 
     def assign(self, features: torch.Tensor | None) -> Assignments:
         if features is None:
@@ -87,94 +84,88 @@ class KMeansSource(ClusterSource):
                 f"'{self.spec}' was built for N={self.num_samples} samples "
                 f"but got {features.shape[0]} feature rows"
             )
-        assignments = run_kmeans(features, self.ks, self.options, warn=not self._warned)
+        assignments = run_kmeans(features, self.num_clusters, self.options, warn=not self._warned)
         self._warned = True  # re-clustering every epoch should not repeat the warning
         return assignments
 
 
 def build_cluster_source(
-    spec: str,
+    spec: str | ClusterSpec,
+    aux: AuxiliaryInfo,
     *,
-    labels: torch.Tensor,
-    class_names: list[str],
-    wnids: list[str] | None = None,
-    attributes: torch.Tensor | None = None,
-    attribute_names: list[str] | None = None,
     kmeans_options: KMeansOptions | None = None,
     wordnet_dir: str = DEFAULT_WORDNET_DIR,
-    superclasses: Sequence[int] | None = None,
-    superclass_names: Sequence[str] | None = None,
 ) -> ClusterSource | None:
-    """The source for `spec` over the N training samples of `labels` ((N,), -1 = unlabelled).
-
-    `superclasses` gives each class its superclass id (CIFAR-100's coarse labels), `superclass_names` their names.
-    """
-    kind, _, argument = spec.strip().lower().partition(":")
-    train_labels = as_numpy_ints(labels, "labels").reshape(-1)
-    num_samples = len(train_labels)
-    if kind == "none" and not argument:
+    """The source for `spec` over the N training samples that `aux` describes; None for "none"."""
+    spec = spec if isinstance(spec, ClusterSpec) else parse_spec(spec)
+    labels = as_numpy_ints(aux.labels, "labels").reshape(-1)
+    num_samples = len(labels)
+    class_names = list(aux.class_names)
+    if spec.kind == "none":
         return None
-    if kind == "labels" and not argument:
-        return FixedClusterSource(
-            "labels", _class_level_clusters(train_labels, list(range(len(class_names))), list(class_names))
-        )
-    if kind == "superclass" and not argument:
-        if superclasses is None:
+    if spec.kind == "labels":
+        return FixedClusterSource(spec, _class_level_clusters(labels, list(range(len(class_names))), class_names))
+    if spec.kind == "superclass":
+        if aux.superclasses is None:
             raise ClusterError(
                 "'superclass' needs a dataset whose classes have superclasses (CIFAR-100's 20 coarse classes); "
                 "use cifar100 or another clusters spec"
             )
+        superclasses = list(aux.superclasses)
         if len(superclasses) != len(class_names):
             raise ClusterError(f"got superclasses for {len(superclasses)} classes but {len(class_names)} classes")
-        names = (list(superclass_names) if superclass_names is not None
+        names = (list(aux.superclass_names) if aux.superclass_names is not None
                  else [f"superclass{i}" for i in range(max(superclasses, default=-1) + 1)])
-        return FixedClusterSource(
-            "superclass", _class_level_clusters(train_labels, list(superclasses), [names[s] for s in superclasses])
-        )
-    if kind == "kmeans":
-        ks = _integers(spec, argument)
-        too_large = [k for k in ks if k > num_samples]
+        return FixedClusterSource(spec, _class_level_clusters(labels, superclasses,
+                                                              [names[s] for s in superclasses]))
+    if spec.kind == "kmeans":
+        too_large = [k for k in spec.numbers if k > num_samples]
         if too_large:
             raise ClusterError(
                 f"'{spec}' asks for K={too_large[0]} clusters but the training set has only N={num_samples} "
                 f"samples; use K <= {num_samples}"
             )
-        return KMeansSource(
-            f"kmeans:{','.join(map(str, ks))}", ks, num_samples, kmeans_options or KMeansOptions()
-        )
-    if kind == "wordnet":
-        (level,) = _integers(spec, argument, many=False)
+        return KMeansSource(spec, num_samples, kmeans_options or KMeansOptions())
+    if spec.kind == "wordnet":
         wordnet = load_wordnet(wordnet_dir)
-        ancestors = [wordnet.ancestor_at_depth(offset, level) for offset in class_synsets(class_names, wnids)]
+        ancestors = [wordnet.ancestor_at_depth(offset, spec.number)
+                     for offset in class_synsets(class_names, aux.wnids)]
         names = {offset: wordnet.lemmas(offset)[0] for offset in ancestors}
-        return FixedClusterSource(
-            f"wordnet:{level}",
-            _class_level_clusters(train_labels, ancestors, [names[offset] for offset in ancestors]),
-        )
-    if kind == "attributes":
-        (k,) = _integers(spec, argument, many=False)
-        if attributes is None:
+        return FixedClusterSource(spec, _class_level_clusters(labels, ancestors,
+                                                              [names[offset] for offset in ancestors]))
+    if spec.kind == "attributes":
+        if aux.attributes is None:
             raise ClusterError(
                 f"'{spec}' needs per-sample attributes but this dataset has none; "
                 "use a dataset with attribute columns (e.g. UT-Zappos50K, CUB) or another clusters spec"
             )
-        if len(attributes) != num_samples:
-            raise ClusterError(f"got attributes for {len(attributes)} samples but labels for {num_samples}")
-        return FixedClusterSource(f"attributes:{k}", attribute_clusters(attributes, k, attribute_names))
-    if kind in ("merge", "split"):
-        (k,) = _integers(spec, argument, many=False)
-        build = merged_classes if kind == "merge" else split_classes
-        seed = kmeans_options.seed if kmeans_options else 0
-        return FixedClusterSource(f"{kind}:{k}", build(train_labels, len(class_names), k, seed))
-    raise ClusterError(f"unknown clusters spec {spec!r}; {SPEC_HELP}")
+        if len(aux.attributes) != num_samples:
+            raise ClusterError(f"got attributes for {len(aux.attributes)} samples but labels for {num_samples}")
+        return FixedClusterSource(spec, attribute_clusters(aux.attributes, spec.number, aux.attribute_names))
+    build = merged_classes if spec.kind == "merge" else split_classes  # the synthetic sets
+    seed = kmeans_options.seed if kmeans_options else 0
+    return FixedClusterSource(spec, build(labels, len(class_names), spec.number, seed))
 
 
-def _integers(spec: str, argument: str, many: bool = True) -> list[int]:
-    parts = argument.split(",") if many else [argument]
-    if not all(_INTEGER.match(part.strip()) and int(part) >= 1 for part in parts):
-        expected = "positive integers separated by commas" if many else "one positive integer"
-        raise ClusterError(f"malformed clusters spec {spec!r}: expected {expected} after ':'; {SPEC_HELP}")
-    return [int(part) for part in parts]
+def statistics_table(aux: AuxiliaryInfo, wordnet_dir: str = DEFAULT_WORDNET_DIR) -> list[dict]:
+    """Rows of cluster_statistics against the labels for every auxiliary level the data has: the labels, the
+    superclasses, every WordNet level the classes map to (`wordnet:L`, L = 1..deepest class) and, with attributes,
+    every `attributes:K` (K = 1..A). The `clusters` column holds the spec."""
+    specs = ["labels"] + (["superclass"] if aux.superclasses is not None else [])
+    try:
+        synsets = class_synsets(aux.class_names, aux.wnids)
+    except ClusterError as error:
+        logger.info("no WordNet levels in the table: %s", error)
+    else:
+        if synsets:  # a dataset without classes has no levels
+            specs += [f"wordnet:{level}" for level in wordnet_levels(synsets, load_wordnet(wordnet_dir))]
+    if aux.attributes is not None:
+        specs += [f"attributes:{k}" for k in range(1, aux.attributes.shape[1] + 1)]
+    rows = []
+    for spec in specs:
+        ids = build_cluster_source(spec, aux, wordnet_dir=wordnet_dir).assign(None).ids[0]
+        rows.append({"clusters": spec, **cluster_statistics(ids, aux.labels)})
+    return rows
 
 
 def _class_level_clusters(

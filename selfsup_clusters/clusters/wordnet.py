@@ -23,18 +23,18 @@ at depth L + 1 lies inside one cluster at depth L.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from selfsup_clusters.data.base import WNID_PATTERN
 
 from .assignments import ClusterError
 
 DEFAULT_WORDNET_DIR = "/usr/share/wordnet"
 ENTITY = 1740  # 00001740 'entity', the root of every noun path
 HYPERNYM_POINTERS = ("@", "@i")
-WNID_PATTERN = re.compile(r"^n(\d{8})$")
 
 # Fashion-MNIST class -> WordNet 3.0 noun synset offset, checked against
 # Debian's data.noun (lemmas in the comments). The shortest paths give

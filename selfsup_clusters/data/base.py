@@ -3,9 +3,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 
 import torch
+
+from selfsup_clusters.errors import UserError
+
+WNID_PATTERN = re.compile(r"^n(\d{8})$")  # an ImageNet/WordNet id: "n" + the synset's offset in data.noun
+
+
+@dataclass(frozen=True)
+class AuxiliaryInfo:
+    """What cluster sources may build clusters from, for the N training samples: the labels (-1 = unlabelled),
+    the classes' names and WordNet ids, per-sample attributes, and the classes' superclasses."""
+
+    labels: torch.Tensor  # (N,) int64
+    class_names: list[str]
+    wnids: list[str] | None = None
+    attributes: torch.Tensor | None = None  # (N, A) int64
+    attribute_names: list[str] | None = None
+    superclasses: list[int] | None = None  # the superclass id of each class
+    superclass_names: list[str] | None = None
 
 
 @dataclass
@@ -48,6 +67,33 @@ class ImageDataset:
     # class, and the superclasses' names. `--clusters superclass` clusters by it.
     superclasses: list[int] | None = None
     superclass_names: list[str] | None = None
+
+    def holdout(self, fraction: float, seed: int = 0) -> ImageDataset:
+        """This dataset with a validation split held out of the training set in place of the test set, so that
+        every choice made on it never reads the test set. Stratified: each label (unlabelled samples count as one
+        more group) gives round(fraction * its count) samples, chosen by a permutation seeded with `seed` (fixed,
+        so every run of a comparison or a tuning grid holds out the same samples)."""
+        if not 0 < fraction < 1:
+            raise UserError(f"data.val_fraction must lie in (0, 1), got {fraction}")
+        generator = torch.Generator().manual_seed(seed)
+        held = []
+        for label in self.train.labels.unique().tolist():
+            members = (self.train.labels == label).nonzero().squeeze(1)
+            members = members[torch.randperm(len(members), generator=generator)]
+            held.append(members[: round(fraction * len(members))])
+        is_val = torch.zeros(len(self.train), dtype=torch.bool)
+        is_val[torch.cat(held)] = True
+        if is_val.all() or not is_val.any():
+            raise UserError(f"data.val_fraction={fraction} leaves no training or no validation samples out of "
+                            f"{len(self.train)}; use more data or another fraction")
+        return replace(self, train=self.train.select(torch.nonzero(~is_val).squeeze(1)),
+                       test=self.train.select(torch.nonzero(is_val).squeeze(1)))
+
+    @property
+    def auxiliary(self) -> AuxiliaryInfo:
+        """The training split's auxiliary information, for cluster sources and their statistics."""
+        return AuxiliaryInfo(self.train.labels, list(self.class_names), self.wnids, self.train.attributes,
+                             self.attribute_names or None, self.superclasses, self.superclass_names)
 
     @property
     def channels(self) -> int:

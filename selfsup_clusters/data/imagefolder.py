@@ -13,9 +13,8 @@ from pathlib import Path
 import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from selfsup_clusters.clusters.wordnet import WNID_PATTERN
 from selfsup_clusters.config import DataConfig
-from selfsup_clusters.data.base import ImageDataset, Split
+from selfsup_clusters.data.base import WNID_PATTERN, ImageDataset, Split
 from selfsup_clusters.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

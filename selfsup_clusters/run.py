@@ -1,0 +1,212 @@
+"""Building a run: device and precision, data, augmentation, the method, its optimizer and schedule, the cluster
+source, the memory bank; from a config (a new run), a checkpoint (resume) or a trained checkpoint (evaluation)."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from selfsup_clusters import distributed
+from selfsup_clusters.checkpoint import load_checkpoint
+from selfsup_clusters.clusters import Assignments, ClusterSource, KMeansOptions, build_cluster_source
+from selfsup_clusters.config import Config, merge_overrides, to_yaml
+from selfsup_clusters.data import ImageDataset, load_dataset
+from selfsup_clusters.data.augment import BatchAugment
+from selfsup_clusters.data.loader import Batches, make_batches
+from selfsup_clusters.errors import UserError, first_line
+from selfsup_clusters.memory import MemoryBank
+from selfsup_clusters.method import Method
+from selfsup_clusters.methods import build_method, method_class
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} asked for, but no CUDA GPU is available; use device=cpu or device=auto")
+    return device
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """"auto" is bf16 where the hardware computes it natively (CUDA GPUs with bf16; CPUs with AVX512-BF16 or AMX),
+    else fp32 (elsewhere bf16 is emulated and slower than fp32)."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    native = device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return "bf16" if native else "fp32"
+
+
+def autocast(run: Run):
+    """bf16 autocast for forward passes when the run's precision is bf16; the losses compute in float32."""
+    return torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.precision == "bf16")
+
+
+def build_optimizer(cfg: Config, model: torch.nn.Module, steps_per_epoch: int):
+    """SGD with momentum (optionally Nesterov) or AdamW; lr scaled by batch/256; linear warm-up then cosine, stepped
+    per batch. Norm-layer weights and biases (ndim <= 1) get no weight decay."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    o = cfg.optim
+    lr = o.lr * cfg.batch_size / 256
+    if o.name == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                                    nesterov=o.nesterov)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=o.weight_decay)
+    total = cfg.epochs * steps_per_epoch
+    warmup = min(int(o.warmup_epochs * steps_per_epoch), total - 1)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclass
+class Run:
+    """Everything the loop touches, built once by `setup`."""
+
+    cfg: Config
+    out_dir: Path
+    device: torch.device
+    data: ImageDataset
+    augment: BatchAugment
+    batches: Batches
+    method: Method
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    memory: MemoryBank
+    steps_per_epoch: int
+    cluster_source: ClusterSource | None = None
+    assignments: Assignments | None = None
+    start_epoch: int = 0
+    train_time_s: float = 0.0  # training wall time of the epochs before start_epoch (resume keeps counting)
+    precision: str = "fp32"  # resolved: "fp32" or "bf16"
+    model: torch.nn.Module | None = None  # what a step calls: the method, in DistributedDataParallel under torchrun
+
+
+def config_from_checkpoint(checkpoint: dict, overrides: list[str] | None = None) -> Config:
+    """The config a checkpoint was trained with (on today's schema), with `overrides` applied."""
+    return merge_overrides(OmegaConf.merge(OmegaConf.structured(Config), checkpoint["config"]), overrides or [])
+
+
+def build_clusters(cfg: Config, data: ImageDataset) -> ClusterSource | None:
+    """The cluster source of `--clusters`; bad specs (e.g. K larger than the data) fail here, before training."""
+    c = cfg.clusters
+    options = KMeansOptions(niter=c.niter, nredo=c.nredo, seed=cfg.seed, use_gpu=c.use_gpu,
+                            min_points_per_centroid=c.min_points_per_centroid)
+    return build_cluster_source(c.spec, data.auxiliary, kmeans_options=options, wordnet_dir=c.wordnet_dir)
+
+
+def build_parts(cfg: Config, data: ImageDataset | None, device: torch.device):
+    """Data (with the validation split when asked), batches, cluster source and method: what a training run and
+    an evaluation of a trained one share."""
+    data = load_dataset(cfg.data) if data is None else data
+    if cfg.data.val_fraction > 0:
+        data = data.holdout(cfg.data.val_fraction)
+    augment = BatchAugment(cfg.augment, cfg.data.image_size, data.mean, data.std)
+    batches = make_batches(data, augment, device, cfg.data.num_workers)
+    cluster_source = build_clusters(cfg, data)
+    method = build_method(cfg, data.channels, num_classes=len(data.class_names),
+                          num_clusters=cluster_source.num_clusters if cluster_source else None).to(device)
+    return data, augment, batches, cluster_source, method
+
+
+def setup(cfg: Config, resume: str | Path | None = None, data: ImageDataset | None = None) -> Run:
+    """A new run from `cfg`, or the run in folder `resume` continued from its checkpoint. `data`: a dataset
+    already in memory (the benchmark's synthetic images) instead of loading `cfg.data`."""
+    checkpoint = None
+    if resume is not None:
+        out_dir = Path(resume)
+        checkpoint = load_checkpoint(out_dir / "checkpoints" / "last.pt")
+        cfg = config_from_checkpoint(checkpoint)
+    else:
+        stamp = distributed.broadcast_object(datetime.now().strftime("%Y%m%d-%H%M%S"))  # one folder for all ranks
+        out_dir = Path(cfg.out or f"runs/{cfg.method}-{stamp}")
+        if (out_dir / "checkpoints" / "last.pt").exists():
+            raise UserError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or pick another --out")
+    kind = method_class(cfg.method)  # before loading data: a typo should fail fast
+    if cfg.batch_size % distributed.world_size():
+        raise UserError(f"batch_size={cfg.batch_size} is the global batch and must split evenly over the "
+                        f"{distributed.world_size()} processes; pick a multiple of {distributed.world_size()}")
+    if kind.uses_clusters and cfg.clusters.spec.strip().lower() == "none":
+        raise UserError(f"method {cfg.method!r} learns from clusters; pass --clusters (e.g. wordnet:7, kmeans:100, "
+                        "labels)")
+
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        # Late in training some gradients turn denormal and x86 slows down on them: measured here, resnet18 bf16
+        # fell from ~960 to 750-850 images/s after epoch 1, and kept ~1,000 with flushing; losses were unchanged.
+        torch.set_flush_denormal(True)
+    data, augment, batches, cluster_source, method = build_parts(cfg, data, device)
+    if kind.needs_labels and bool((data.train.labels < 0).any()):
+        raise UserError(f"method {cfg.method!r} needs a label for every training image; this data has unlabelled "
+                        "ones - use a self-supervised method")
+    if cfg.model.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    if cfg.model.compile:
+        method.backbone.compile()  # in place: the state_dict keeps its keys, so checkpoints stay interchangeable
+    if cfg.model.sync_bn:
+        method = distributed.sync_batchnorm(method, device)
+    steps_per_epoch = max(1, len(data.train) // cfg.batch_size)
+    optimizer, scheduler = build_optimizer(cfg, method, steps_per_epoch)
+    memory = MemoryBank(len(data.train), method.embedding_dim, device, seed=cfg.seed)
+    run = Run(cfg, out_dir, device, data, augment, batches, method, optimizer, scheduler, memory, steps_per_epoch,
+              cluster_source, precision=resolve_precision(cfg.precision, device))
+    if checkpoint is not None:
+        try:
+            method.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            memory.load_state_dict(checkpoint["memory"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise UserError(f"checkpoint in {out_dir} does not match its own config ({first_line(e)}); "
+                            "it is damaged - start a new run") from None
+        if checkpoint.get("assignments") is not None:
+            run.assignments = Assignments.from_state_dict(checkpoint["assignments"])
+            if method.uses_clusters:
+                method.set_clusters(run.assignments)
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        random.setstate(checkpoint["rng"]["python"])
+        run.start_epoch = checkpoint["epoch"] + 1
+        run.train_time_s = checkpoint.get("train_time_s", 0.0)
+    run.model = distributed.data_parallel(method, device)
+    if distributed.is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(to_yaml(cfg))
+    return run
+
+
+def load_trained(checkpoint_path: str | Path, overrides: list[str] | None = None) -> Run:
+    """A trained run rebuilt from its checkpoint for evaluation: config, data, batches and the method with its
+    weights (eval mode). `overrides` change the data settings (e.g. data.subset=null for the full sets)."""
+    checkpoint = load_checkpoint(Path(checkpoint_path))
+    cfg = config_from_checkpoint(checkpoint, overrides)
+    device = resolve_device(cfg.device)
+    data, augment, batches, cluster_source, method = build_parts(cfg, None, device)
+    try:
+        method.load_state_dict(checkpoint["model"])
+    except (KeyError, RuntimeError) as e:
+        raise UserError(f"{checkpoint_path} does not match its own config ({first_line(e)}); it is damaged") from None
+    method.eval()
+    optimizer, scheduler = build_optimizer(cfg, method, 1)
+    return Run(cfg, Path(checkpoint_path).parent, device, data, augment, batches, method, optimizer, scheduler,
+               MemoryBank(1, method.embedding_dim, device), 1, cluster_source, start_epoch=checkpoint["epoch"] + 1,
+               precision=resolve_precision(cfg.precision, device))

@@ -1,0 +1,102 @@
+"""Evaluation of a run (online, during and after training) and of a checkpoint (offline): features of the centre
+views in eval mode, then the pure evaluations of evaluate.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from selfsup_clusters.errors import UserError
+from selfsup_clusters.evaluate import evaluate_features, extract_features, linear_probe_augmented
+from selfsup_clusters.logger import RunLogger
+from selfsup_clusters.run import Run, autocast, load_trained
+
+
+def backbone_features(run: Run, split) -> torch.Tensor:
+    """L2-normalised backbone features of a split's centre views, in eval mode (the evaluation protocol)."""
+    with autocast(run):
+        return extract_features(run.method.features, run.batches.eval(split, run.cfg.eval.batch_size),
+                                modules=[run.method])
+
+
+def evaluate(run: Run, final: bool = False, logger: RunLogger | None = None) -> dict:
+    """kNN top-1 on backbone features (eval mode); after the last epoch also the linear probe, the cluster
+    quality of the test features and the TensorBoard projector, as `cfg.eval` asks. With data.val_fraction the
+    "test" split is the validation split."""
+    cfg, data = run.cfg, run.data
+    train_features, test_features = backbone_features(run, data.train), backbone_features(run, data.test)
+    augmented_probe = final and cfg.eval.linear and cfg.eval.linear_augmented_epochs > 0
+    results = evaluate_features(train_features, data.train.labels, test_features, data.test.labels, cfg.eval,
+                                linear=final and cfg.eval.linear and not augmented_probe,
+                                clusters=final and cfg.eval.cluster_metrics, seed=cfg.seed)
+    kmeans_ids = results.pop("kmeans_ids", None)
+    if augmented_probe and results:
+        results["linear_top1"] = augmented_linear_probe(run, test_features)
+    if final and logger is not None and cfg.eval.projector:
+        n = min(cfg.eval.projector, len(data.test))
+        metadata = {"label": data.test.labels[:n].tolist(),
+                    "class": [data.class_names[i] if i >= 0 else "-" for i in data.test.labels[:n].tolist()]}
+        if kmeans_ids is not None:
+            metadata["kmeans"] = kmeans_ids[:n].tolist()
+        if run.assignments is not None and not run.cluster_source.dynamic:
+            metadata["train_cluster"] = class_clusters(run.assignments.ids[0], data.train.labels,
+                                                       data.test.labels[:n])
+        images = None if data.test.images is None else data.test.images[:n]  # file-backed data: no thumbnails
+        logger.projector(test_features[:n], metadata, images, step=cfg.epochs * run.steps_per_epoch)
+    return results
+
+
+def augmented_linear_probe(run: Run, test_features: torch.Tensor) -> float:
+    """The linear probe on `eval.linear_augmented_epochs` epochs of freshly augmented views (the first view of the
+    training pipeline) through the frozen backbone, in eval mode."""
+    cfg, train = run.cfg, run.data.train
+
+    def epoch_batches(epoch: int):
+        generator = torch.Generator(device=run.device).manual_seed(cfg.seed * 1_000_003 + 7919 + epoch)
+        order = torch.randperm(len(train), generator=generator, device=run.device)
+        for views, _, labels in run.batches.train(train, order, min(cfg.eval.batch_size, len(train)), generator):
+            yield views[0], labels
+
+    was_training = run.method.training
+    run.method.eval()
+    try:
+        with autocast(run):
+            return linear_probe_augmented(run.method.features, epoch_batches, test_features,
+                                          run.data.test.labels, cfg.eval.linear_augmented_epochs, run.device,
+                                          seed=cfg.seed)
+    finally:
+        run.method.train(was_training)
+
+
+def class_clusters(ids: torch.Tensor, train_labels: torch.Tensor, labels: torch.Tensor) -> list[int]:
+    """The training cluster of each label's class (the most common id among that class's training samples):
+    fixed clusters (WordNet, labels, superclasses) are functions of the class, so test samples get one too."""
+    keep = train_labels >= 0
+    pairs = torch.stack([train_labels[keep], ids[keep]], dim=1)
+    values, counts = pairs.unique(dim=0, return_counts=True)
+    best = {}
+    for (label, cluster), count in zip(values.tolist(), counts.tolist(), strict=True):
+        if count > best.get(label, (0, -1))[0]:
+            best[label] = (count, cluster)
+    return [best.get(label, (0, -1))[1] for label in labels.tolist()]
+
+
+def evaluate_checkpoint(checkpoint_path: str | Path, knn: bool = True, linear: bool = True, clusters: bool = True,
+                        overrides: list[str] | None = None) -> dict:
+    """Offline evaluation of a checkpoint (by default over the full train/test sets); the results also go to
+    eval.json beside the checkpoint."""
+    run = load_trained(checkpoint_path, ["data.subset=null", "data.test_subset=null", *(overrides or [])])
+    cfg, data = run.cfg, run.data
+    features = [backbone_features(run, split) for split in (data.train, data.test)]
+    results = evaluate_features(features[0], data.train.labels, features[1], data.test.labels, cfg.eval, knn=knn,
+                                linear=linear, clusters=clusters, seed=cfg.seed)
+    results.pop("kmeans_ids", None)
+    if not results:
+        raise UserError(f"{cfg.data.name} has no labels to evaluate against")
+    results = {"checkpoint": str(checkpoint_path), "epoch": run.start_epoch, "method": cfg.method,
+               "clusters": cfg.clusters.spec, "train_images": len(data.train), "test_images": len(data.test),
+               **results}
+    (Path(checkpoint_path).parent / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results

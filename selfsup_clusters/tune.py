@@ -1,0 +1,96 @@
+"""`selfsup-clusters tune`: choose a method's hyperparameters on a validation split, never on the test set.
+
+Every point of the grid (the product of the `--grid key=v1,v2` lists) trains on the training set minus a held-out
+validation split (`data.val_fraction`, 0.1 unless the config sets one) and is scored there: linear top-1 first (the
+paper's metric), kNN second, mean and 95% interval over seeds. The test split is never read.
+
+DIR/<method>[_<clusters>]_<key=value>.../seed<S>/   each run
+DIR/tune.csv, tune.md                               one row per grid point, best first
+DIR/best.yaml                                       the best point's config, to train with `--config`
+
+Re-running the same command skips finished points.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import re
+from pathlib import Path
+
+from selfsup_clusters.compare import Entry, budget_line, interval_text, summarise, train_entries
+from selfsup_clusters.config import UserConfig, to_yaml
+from selfsup_clusters.errors import UserError
+from selfsup_clusters.methods import method_class
+
+DEFAULT_VAL_FRACTION = 0.1
+
+
+def parse_grid(items: list[str]) -> dict[str, list[str]]:
+    """["optim.lr=0.1,0.3", "augment.crop_scale=[0.2,1.0],[0.08,1.0]"] -> {key: [values]}; commas inside brackets
+    belong to one value."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, equals, values = item.partition("=")
+        parts = [v.strip() for v in re.split(r",(?![^\[]*\])", values) if v.strip()]
+        if not equals or not key.strip() or not parts:
+            raise UserError(f"--grid {item!r}: expected key=v1,v2,... (e.g. --grid optim.lr=0.1,0.3)")
+        if key.strip() in grid:
+            raise UserError(f"--grid names {key.strip()} twice; give all its values in one --grid")
+        grid[key.strip()] = parts
+    if not grid:
+        raise UserError("tune needs at least one --grid key=v1,v2")
+    return grid
+
+
+def grid_entries(method: str, clusters: str, grid: dict[str, list[str]]) -> list[Entry]:
+    return [Entry(method, clusters, tuple(f"{key}={value}" for key, value in zip(grid, values, strict=True)))
+            for values in itertools.product(*grid.values())]
+
+
+def tune(user: UserConfig, method: str, grid: dict[str, list[str]], seeds: list[int], out: Path
+         ) -> tuple[str, list[str]]:
+    """Train and score every grid point on the validation split; write tune.csv, tune.md and best.yaml."""
+    kind = method_class(method)
+    base = user.load(f"method={method}")
+    clusters = base.clusters.spec
+    if kind.uses_clusters and clusters == "none":
+        raise UserError(f"{method} learns from clusters; pass --clusters (e.g. wordnet:8, kmeans:100)")
+    if not kind.uses_clusters:
+        clusters = "none"
+    if base.data.val_fraction == 0:
+        user = UserConfig(user.path, (*user.overrides, f"data.val_fraction={DEFAULT_VAL_FRACTION}"))
+    entries = grid_entries(method, clusters, grid)
+    for entry in entries:  # a bad key or value fails here, before any training
+        user.load(f"method={method}", *entry.overrides)
+    out.mkdir(parents=True, exist_ok=True)
+    results, failures = train_entries(user, entries, seeds, out, "tune")
+    rows = sorted((summarise(result) | {"point": " ".join(result.entry.overrides)} for result in results),
+                  key=lambda row: (row.get("linear_top1", -1.0), row.get("knn_top1", -1.0)), reverse=True)
+    columns = ["point", *grid, "linear_top1", "linear_top1_low", "linear_top1_high", "knn_top1", "knn_top1_low",
+               "knn_top1_high", "seeds"]
+    with (out / "tune.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, **dict(item.split("=", 1) for item in row["point"].split(" "))})
+    scored = user.load(f"method={method}")
+    lines = [f"| {' | '.join(grid)} | linear top-1 (validation) | kNN top-1 (validation) | seeds |",
+             "|" + "---|" * (len(grid) + 3)]
+    lines += [f"| {' | '.join(v.split('=', 1)[1] for v in row['point'].split(' '))} | "
+              f"{interval_text(row, 'linear_top1')} | {interval_text(row, 'knn_top1')} | {row['seeds']} |"
+              for row in rows]
+    notes = [f"{method}{'' if clusters == 'none' else ' ' + clusters}: " + budget_line(scored, seeds)]
+    notes += [f"FAILED: {failure}" for failure in failures]
+    if rows:
+        best = next(result for result in results if " ".join(result.entry.overrides) == rows[0]["point"])
+        cfg = user.load(f"method={method}", f"clusters.spec={clusters}", *best.entry.overrides,
+                        f"data.val_fraction={base.data.val_fraction}")  # train the final model as the user would
+        cfg.out, cfg.seed = None, base.seed
+        (out / "best.yaml").write_text(f"# selfsup-clusters tune: best of {len(rows)} points on the validation "
+                                       f"split ({rows[0]['point']}); train with --config {out / 'best.yaml'}\n"
+                                       + to_yaml(cfg))
+        notes.append(f"best: {rows[0]['point']} -> {out / 'best.yaml'}")
+    report = "\n".join(lines + [""] + notes)
+    (out / "tune.md").write_text(report + "\n")
+    return report, failures
