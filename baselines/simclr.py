@@ -15,7 +15,7 @@ class SimCLR(Method):
     name = "simclr"
     learns_from = "instances: the other view of the same image against every other view in the batch"
     # Chen et al. 2020, CIFAR-10 (appendix B.9): T 0.5, wd 1e-6; LARS there, SGD with momentum 0.9 here, its lr
-    # per 256 chosen on the validation split with `selfsup-clusters tune` (docs/recipes.md).
+    # 0.5 per 256 chosen on the validation split with `tune` from {0.25, 0.5, 1.0} (docs/recipes.md).
     recipe = {"optim.name": "sgd", "optim.lr": 0.5, "optim.momentum": 0.9, "optim.nesterov": False,
               "optim.weight_decay": 1e-6, "method_args.temperature": 0.5}
     reference = "Chen et al. 2020 (SimCLR), appendix B.9 (CIFAR-10)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -83,11 +84,10 @@ def metrics(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def interrupted_run(overrides, monkeypatch):
-    """Train with `overrides`, interrupted (as by Ctrl-C) right after the first epoch's checkpoint."""
+@contextlib.contextmanager
+def interrupting_after_a_checkpoint(monkeypatch):
+    """Within the block, training stops (as by Ctrl-C) right after it writes a checkpoint."""
     from selfsup_clusters import trainer
-    from selfsup_clusters.config import load_config
-    from selfsup_clusters.errors import UserError
 
     real_save = trainer.save_checkpoint
 
@@ -97,5 +97,14 @@ def interrupted_run(overrides, monkeypatch):
 
     with monkeypatch.context() as patch:
         patch.setattr(trainer, "save_checkpoint", save_then_interrupt)
-        with pytest.raises(UserError, match="--resume"):
-            trainer.train(load_config(overrides=overrides))
+        yield
+
+
+def interrupted_run(overrides, monkeypatch):
+    """Train with `overrides`, interrupted (as by Ctrl-C) right after the first epoch's checkpoint."""
+    from selfsup_clusters import trainer
+    from selfsup_clusters.config import load_config
+    from selfsup_clusters.errors import UserError
+
+    with interrupting_after_a_checkpoint(monkeypatch), pytest.raises(UserError, match="--resume"):
+        trainer.train(load_config(overrides=overrides))

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, metrics, needs_fashion_mnist, needs_wordnet
 
 from selfsup_clusters.cli import main
 from selfsup_clusters.clusters import build_cluster_source, cluster_statistics, entropy
@@ -17,6 +16,7 @@ from selfsup_clusters.compare import parse_clusters_for
 from selfsup_clusters.data.base import AuxiliaryInfo
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.evaluate import cluster_quality, linear_probe, weighted_knn
+from tests.conftest import TINY, interrupting_after_a_checkpoint, metrics, needs_fashion_mnist, needs_wordnet
 
 # One epoch, no per-epoch evaluation: the end-of-run harness is what these tests look at.
 FAST = [o for o in TINY if not o.startswith("epochs=")] + ["epochs=1", "eval.projector=50"]
@@ -133,14 +133,7 @@ def test_compare_resumes_an_interrupted_run(tmp_path, monkeypatch, capsys):
     settings = [o for o in FAST if not o.startswith("epochs=")] + ["epochs=2", "eval.projector=0",
                                                                   "eval.cluster_metrics=false", "eval.linear=false"]
     out = tmp_path / "cmp"
-    real_save = trainer.save_checkpoint
-
-    def save_then_interrupt(state, path):
-        real_save(state, path)
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as patch:
-        patch.setattr(trainer, "save_checkpoint", save_then_interrupt)
+    with interrupting_after_a_checkpoint(monkeypatch):
         assert main(["compare", "--methods", "simclr", "--out", str(out), *settings]) != 0
     run = out / "simclr" / "seed0"
     assert (run / "checkpoints" / "last.pt").exists() and not (run / "final.json").exists()
