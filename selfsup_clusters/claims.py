@@ -27,7 +27,16 @@ from pathlib import Path
 
 from selfsup_clusters.analyze import cluster_levels, correlations
 from selfsup_clusters.analyze import plot as plot_correlations
-from selfsup_clusters.compare import Entry, Result, budget_line, plot, raw_pixel_rows, summarise, train_entries
+from selfsup_clusters.compare import (
+    Entry,
+    Result,
+    budget_line,
+    interval_text,
+    plot,
+    raw_pixel_rows,
+    summarise,
+    train_entries,
+)
 from selfsup_clusters.config import CONFIG_DIR, UserConfig
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.intervals import Interval, paired_difference, verdict
@@ -197,8 +206,6 @@ def csv_row(claim: str, name: str, metric: str, diff: Interval, said: str) -> di
 
 
 def results_lines(rows: list[dict]) -> list[str]:
-    from selfsup_clusters.compare import interval_text
-
     lines = ["| run | linear top-1 | kNN top-1 | train time (s) | seeds |", "|---|---|---|---|---|"]
     lines += [f"| {r['name']} | {interval_text(r, 'linear_top1')} | {interval_text(r, 'knn_top1')} | "
               f"{interval_text(r, 'train_time_s', 0)} | {r['seeds']} |" for r in rows]

@@ -65,32 +65,34 @@ def tune(user: UserConfig, method: str, grid: dict[str, list[str]], seeds: list[
         user.load(f"method={method}", *entry.overrides)
     out.mkdir(parents=True, exist_ok=True)
     results, failures = train_entries(user, entries, seeds, out, "tune")
-    rows = sorted((summarise(result) | {"point": " ".join(result.entry.overrides)} for result in results),
-                  key=lambda row: (row.get("linear_top1", -1.0), row.get("knn_top1", -1.0)), reverse=True)
+    # (row, the point's settings) best first: linear top-1 decides, kNN breaks ties
+    ranked = sorted(((summarise(result), dict(item.split("=", 1) for item in result.entry.overrides), result)
+                     for result in results),
+                    key=lambda ranked: (ranked[0].get("linear_top1", -1.0), ranked[0].get("knn_top1", -1.0)),
+                    reverse=True)
     columns = ["point", *grid, "linear_top1", "linear_top1_low", "linear_top1_high", "knn_top1", "knn_top1_low",
                "knn_top1_high", "seeds"]
     with (out / "tune.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, columns, extrasaction="ignore")
         writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, **dict(item.split("=", 1) for item in row["point"].split(" "))})
+        for row, point, result in ranked:
+            writer.writerow({**row, **point, "point": " ".join(result.entry.overrides)})
     scored = user.load(f"method={method}")
     lines = [f"| {' | '.join(grid)} | linear top-1 (validation) | kNN top-1 (validation) | seeds |",
              "|" + "---|" * (len(grid) + 3)]
-    lines += [f"| {' | '.join(v.split('=', 1)[1] for v in row['point'].split(' '))} | "
-              f"{interval_text(row, 'linear_top1')} | {interval_text(row, 'knn_top1')} | {row['seeds']} |"
-              for row in rows]
+    lines += [f"| {' | '.join(point[key] for key in grid)} | {interval_text(row, 'linear_top1')} | "
+              f"{interval_text(row, 'knn_top1')} | {row['seeds']} |" for row, point, _ in ranked]
     notes = [f"{method}{'' if clusters == 'none' else ' ' + clusters}: " + budget_line(scored, seeds)]
     notes += [f"FAILED: {failure}" for failure in failures]
-    if rows:
-        best = next(result for result in results if " ".join(result.entry.overrides) == rows[0]["point"])
-        cfg = user.load(f"method={method}", f"clusters.spec={clusters}", *best.entry.overrides,
+    if ranked:
+        best = " ".join(ranked[0][2].entry.overrides)
+        cfg = user.load(f"method={method}", f"clusters.spec={clusters}", *ranked[0][2].entry.overrides,
                         f"data.val_fraction={base.data.val_fraction}")  # train the final model as the user would
         cfg.out, cfg.seed = None, base.seed
-        (out / "best.yaml").write_text(f"# selfsup-clusters tune: best of {len(rows)} points on the validation "
-                                       f"split ({rows[0]['point']}); train with --config {out / 'best.yaml'}\n"
+        (out / "best.yaml").write_text(f"# selfsup-clusters tune: best of {len(ranked)} points on the validation "
+                                       f"split ({best}); train with --config {out / 'best.yaml'}\n"
                                        + to_yaml(cfg))
-        notes.append(f"best: {rows[0]['point']} -> {out / 'best.yaml'}")
+        notes.append(f"best: {best} -> {out / 'best.yaml'}")
     report = "\n".join(lines + [""] + notes)
     (out / "tune.md").write_text(report + "\n")
     return report, failures
