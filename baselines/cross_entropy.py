@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup_clusters.clusters.spec import parse_spec
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.method import Method
 
@@ -30,6 +31,10 @@ class ClusterCrossEntropy(Method):
     def __init__(self, cfg, backbone, **kwargs):
         super().__init__(cfg, backbone, **kwargs)
         self.embedding_dim = self.feature_dim
+        if self.uses_clusters and parse_spec(cfg.clusters.spec).dynamic and cfg.clusters.warmup > 0:
+            raise UserError(f"method {self.name!r} predicts cluster ids from the first step, so its k-means "
+                            f"clusters cannot wait for a warm-up: use clusters.warmup=0 "
+                            f"(got {cfg.clusters.warmup})")
         self.heads = nn.ModuleList(nn.Linear(self.feature_dim, k) for k in self.head_sizes())
         self.targets: list[torch.Tensor] = []  # (N,) per head; handed over by set_clusters, not checkpointed
         self.register_buffer("resets", torch.zeros((), dtype=torch.long))  # checkpointed: resume draws the same heads
@@ -63,7 +68,7 @@ class ClusterCrossEntropy(Method):
         # float32 logits: under bf16 autocast the softmax would keep about three significant digits
         losses = [F.cross_entropy(head(h).float(), t.repeat(len(views)))
                   for head, t in zip(self.heads, targets, strict=True)]
-        return {"loss": torch.stack(losses).mean(), "z": F.normalize(h[: targets[0].shape[0]].detach(), dim=1)}
+        return {"loss": self.mean_over_clusterings(losses), "z": F.normalize(h[: targets[0].shape[0]].detach(), dim=1)}
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:

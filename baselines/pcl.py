@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from baselines.moco import MoCo
+from selfsup_clusters.clusters.spec import parse_spec
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.losses import proto_nce
 
@@ -78,6 +79,10 @@ class PCL(MoCo):
         super().__init__(cfg, backbone, **kwargs)
         if cfg.method_args.proto_negatives < 0:
             raise UserError(f"method_args.proto_negatives must be >= 0 (got {cfg.method_args.proto_negatives})")
+        fixed = [str(part) for part in parse_spec(cfg.clusters.spec).parts if not part.dynamic]
+        if fixed:
+            raise UserError(f"method 'pcl' learns from k-means prototypes only, and '{fixed[0]}' is not k-means; "
+                            "use k-means parts only, e.g. --clusters kmeans:500,1000 or kmeans:500+kmeans:1000@0.5")
         self.proto_negatives = cfg.method_args.proto_negatives
         crowded = [k for k in self.num_clusters if k <= 2 * cfg.batch_size]
         if crowded:
@@ -111,6 +116,6 @@ class PCL(MoCo):
             positive_ids = ids[index]
             negative_ids = sample_negative_prototypes(positive_ids, prototypes.shape[0], self.proto_negatives)
             proto_losses.append(proto_nce(query, prototypes, concentration, positive_ids, negative_ids))
-        loss_proto = torch.stack(proto_losses).mean()
+        loss_proto = self.mean_over_clusterings(proto_losses)
         return {"loss": loss_infonce + loss_proto, "z": key, "loss_infonce": loss_infonce.detach(),
                 "loss_proto": loss_proto.detach()}

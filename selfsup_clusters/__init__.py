@@ -1,3 +1,73 @@
-"""selfsup-clusters: self-supervised representation learning from clusters."""
+"""selfsup-clusters: self-supervised representation learning from clusters.
+
+The library API (docs/library.md): the loss `cluster_info_nce`; cluster sources from a spec over `AuxiliaryInfo`
+(`build_cluster_source("labels" | "wordnet:L" | "attributes:K" | "kmeans:K", aux)`); training from Python
+(`train(load_config(...))`); a trained backbone taken out (`export_backbone`, `load_backbone`, `embed`).
+
+The names load on first use, so `import selfsup_clusters` (and the command line) stays quick.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "cluster_info_nce": "selfsup_clusters.losses",
+    "AuxiliaryInfo": "selfsup_clusters.data.base",
+    "Assignments": "selfsup_clusters.clusters",
+    "ClusterSource": "selfsup_clusters.clusters",
+    "KMeansOptions": "selfsup_clusters.clusters",
+    "build_cluster_source": "selfsup_clusters.clusters",
+    "Config": "selfsup_clusters.config",
+    "load_config": "selfsup_clusters.config",
+    "METHODS": "selfsup_clusters.methods",
+    "train": "selfsup_clusters.trainer",
+    "export_backbone": "selfsup_clusters.export",
+    "load_backbone": "selfsup_clusters.export",
+    "embed": "selfsup_clusters.export",
+    "UserError": "selfsup_clusters.errors",
+}
+
+__all__ = [  # the names of _EXPORTS, spelled out for type checkers and linters
+    "METHODS",
+    "Assignments",
+    "AuxiliaryInfo",
+    "ClusterSource",
+    "Config",
+    "KMeansOptions",
+    "UserError",
+    "__version__",
+    "build_cluster_source",
+    "cluster_info_nce",
+    "embed",
+    "export_backbone",
+    "load_backbone",
+    "load_config",
+    "train",
+]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'selfsup_clusters' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+if TYPE_CHECKING:
+    from selfsup_clusters.clusters import Assignments, ClusterSource, KMeansOptions, build_cluster_source
+    from selfsup_clusters.config import Config, load_config
+    from selfsup_clusters.data.base import AuxiliaryInfo
+    from selfsup_clusters.errors import UserError
+    from selfsup_clusters.export import embed, export_backbone, load_backbone
+    from selfsup_clusters.losses import cluster_info_nce
+    from selfsup_clusters.methods import METHODS
+    from selfsup_clusters.trainer import train

@@ -14,17 +14,18 @@ from pathlib import Path
 
 from selfsup_clusters.compare import Entry, interval_text, summarise, train_entries
 from selfsup_clusters.config import UserConfig
+from selfsup_clusters.errors import UserError
 from selfsup_clusters.intervals import spearman_interval
 
 COLUMNS = ("clusters", "num_clusters", "I_Z_T", "H_Z_given_T", "H_Z", "linear_top1", "linear_top1_low",
            "linear_top1_high", "knn_top1", "knn_top1_low", "knn_top1_high", "seeds")
 
 
-def cluster_levels(user: UserConfig, synthetic: list[str]) -> list[tuple[str, dict]]:
+def cluster_levels(user: UserConfig, extra: list[str]) -> list[tuple[str, dict]]:
     """(spec, statistics) of every distinct auxiliary level with at least 2 clusters (labels, superclasses,
-    WordNet and attribute levels) and of the synthetic specs; statistics of the training clusters against the
-    labels."""
-    from selfsup_clusters.clusters import cluster_statistics, statistics_table
+    WordNet and attribute levels) and of the extra specs (synthetic sets, composites such as wordnet:7+wordnet:9);
+    statistics of the training clusters against the labels."""
+    from selfsup_clusters.clusters import cluster_statistics, parse_spec, statistics_table
     from selfsup_clusters.data import load_dataset
     from selfsup_clusters.run import build_clusters
 
@@ -39,11 +40,27 @@ def cluster_levels(user: UserConfig, synthetic: list[str]) -> list[tuple[str, di
         if row["num_clusters"] >= 2 and key not in seen:
             seen.add(key)
             levels.append((row["clusters"], row))
-    for spec in synthetic:
-        base.clusters.spec = spec
-        source = build_clusters(base, data)
-        levels.append((spec, cluster_statistics(source.assign(None).ids[0], data.train.labels)))
+    for text in extra:
+        spec = parse_spec(text)
+        if spec.dynamic:
+            raise UserError(f"analyze measures clusters fixed before training; '{spec}' has a k-means part, whose "
+                            "clusters change while it trains: leave it out of --also")
+        base.clusters.spec = str(spec)
+        ids = build_clusters(base, data).assign(None).ids
+        parts = [cluster_statistics(clustering, data.train.labels) for clustering in ids]
+        levels.append((str(spec), weighted_statistics(parts, spec.clustering_weights())))
     return levels
+
+
+def weighted_statistics(parts: list[dict], weights: list[float]) -> dict:
+    """One row for a composite spec: each information measure as the weighted mean over its clusterings (as its
+    loss is), K as "K1+K2"; a single clustering's row unchanged."""
+    if len(parts) == 1:
+        return parts[0]
+    total = sum(weights)
+    row = {key: sum(w * part[key] for w, part in zip(weights, parts, strict=True)) / total
+           for key in ("I_Z_T", "H_Z_given_T", "H_Z")}
+    return {**row, "num_clusters": "+".join(str(part["num_clusters"]) for part in parts)}
 
 
 def correlations(rows: list[dict]) -> dict[tuple[str, str], tuple[float, float, float]]:
@@ -53,10 +70,10 @@ def correlations(rows: list[dict]) -> dict[tuple[str, str], tuple[float, float, 
             for key in ("I_Z_T", "H_Z_given_T") for metric in ("linear_top1", "knn_top1")}
 
 
-def analyze(user: UserConfig, synthetic: list[str], seeds: list[int], out: Path) -> tuple[str, list[str]]:
+def analyze(user: UserConfig, extra: list[str], seeds: list[int], out: Path) -> tuple[str, list[str]]:
     """Train cl-infonce on every level, then write analysis.csv/.md/.png; the printed report and failures."""
     out.mkdir(parents=True, exist_ok=True)
-    levels = dict(cluster_levels(user, synthetic))
+    levels = dict(cluster_levels(user, extra))
     results, failures = train_entries(user, [Entry("cl-infonce", spec) for spec in levels], seeds, out, "analyze")
     rows = [{**levels[result.entry.clusters], **summarise(result)} for result in results]
     with (out / "analysis.csv").open("w", newline="") as f:

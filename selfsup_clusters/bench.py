@@ -4,7 +4,8 @@ Per method, a run is built by `run.setup` and timed by `trainer.train_epoch` (th
 augmentation, autocast, optimizer, memory bank): training images/s (both views counted), the data path's share of
 step time (the same batches drawn alone), and model FLOPs utilisation (MFU): the FLOPs of one training step
 (forward and backward, counted by torch.utils.flop_counter) times steps per second, over the peak FLOP/s measured in
-the same run and dtype (the better of a large matmul and a large convolution). Then the clustering step (FAISS
+the same run and dtype (the better of a large matmul and a large convolution), and over the CPU's physical peak
+from its clock and vector units (`physical_peak`). Then the clustering step (FAISS
 k-means over N x d unit vectors per K) with its share of an epoch, and weighted kNN over N_train x N_test features.
 Prints tables and writes JSON.
 """
@@ -81,9 +82,51 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> dict:
     # The best of three: a peak measured low (clock ramp-up, a neighbour's burst) would inflate every MFU.
     matmul = max(flop_rate(lambda: a @ b, device) for _ in range(3))
     convolution = max(flop_rate(lambda: conv(x), device) for _ in range(3))
-    return {"dtype": str(dtype).removeprefix("torch."), "matmul_gflops": matmul / 1e9,
+    return {"dtype": dtype_name(dtype), "matmul_gflops": matmul / 1e9,
             "conv_gflops": convolution / 1e9, "peak_gflops": max(matmul, convolution) / 1e9,
+            "physical": physical_peak(device, dtype),
             "matmul": f"{n}x{n} @ {n}x{n}", "conv": f"{batch}x{channels}x28x28, {channels}->{channels} 3x3"}
+
+
+def cpu_flags() -> tuple[set[str], float | None, int | None]:
+    """/proc/cpuinfo's flags, clock (MHz) and AMD/Intel family of the first CPU (empty/None where unknown)."""
+    flags, mhz, family = set(), None, None
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []:
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "flags" and not flags:
+            flags = set(value.split())
+        elif key == "cpu MHz" and mhz is None:
+            mhz = float(value)
+        elif key == "cpu family" and family is None:
+            family = int(value)
+    return flags, mhz, family
+
+
+def physical_peak(device: torch.device, dtype: torch.dtype) -> dict | None:
+    """The CPU's physical peak: threads x FMA pipes x vector lanes x 2 FLOPs x clock, from /proc/cpuinfo (hand-written:
+    no library reports FMA pipes). Two FMA pipes per core (every AVX2/AVX-512 x86 core since Haswell and Zen 2);
+    fp32 lanes 16 with AVX-512 on full-width units, 8 with AVX2 or with AVX-512 on AMD's 256-bit datapath before Zen 5
+    (family 25: Zen 3/4). bf16: twice the fp32 rate with AVX512-BF16 (two products per fp32 lane); None without it
+    (emulated) and with AMX (its tile rate is not modelled here). The clock is the one /proc/cpuinfo reports
+    (nominal on most virtual machines; turbo can exceed it, so an MFU near 1 is possible). None on GPUs."""
+    flags, mhz, family = cpu_flags()
+    if device.type != "cpu" or mhz is None or not flags:
+        return None
+    lanes = 16 if "avx512f" in flags and family != 25 else 8 if "avx2" in flags else 4
+    factor = 1
+    if dtype == torch.bfloat16:
+        if "avx512_bf16" not in flags or "amx_bf16" in flags:
+            return None
+        factor = 2
+    threads = torch.get_num_threads()
+    gflops = threads * 2 * lanes * 2 * factor * mhz / 1000
+    return {"gflops": gflops, "formula": f"{threads} threads x 2 FMA pipes x {lanes * factor} {dtype_name(dtype)} "
+                                         f"lanes x 2 x {mhz / 1000:.2f} GHz"}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def step_flops(run: Run) -> int:
@@ -113,7 +156,7 @@ def data_seconds(run: Run, steps: int) -> float:
 
 
 def bench_method(cfg: Config, data: ImageDataset, steps: int, warmup_steps: int,
-                 peak_gflops: float) -> tuple[dict, Run]:
+                 peak: dict) -> tuple[dict, Run]:
     run = setup(cfg, data=data)
     logger = RunLogger(run.out_dir, tensorboard=False)
     if clustering_due(run, 0):
@@ -134,7 +177,8 @@ def bench_method(cfg: Config, data: ImageDataset, steps: int, warmup_steps: int,
         "data_share": min(1.0, data_seconds(run, steps) / record["epoch_time_s"]),
         "gflop_per_step": flops / 1e9,
         "achieved_gflops": achieved / 1e9,
-        "mfu": achieved / 1e9 / peak_gflops,
+        "mfu": achieved / 1e9 / peak["peak_gflops"],
+        "mfu_physical": achieved / 1e9 / peak["physical"]["gflops"] if peak.get("physical") else None,
     }, run
 
 
@@ -211,7 +255,7 @@ def run_bench(args) -> dict:
             if peak is None:  # the dtype is the run's resolved precision
                 precision = resolve_precision(method_cfg.precision, device)
                 peak = peak_flops(device, torch.bfloat16 if precision == "bf16" else torch.float32)
-            result, run = bench_method(method_cfg, data, args.steps, args.warmup_steps, peak["peak_gflops"])
+            result, run = bench_method(method_cfg, data, args.steps, args.warmup_steps, peak)
             results.append(result)
             runs.append(run)
             print(f"{name}: {results[-1]['images_per_s']:.0f} images/s", flush=True)
@@ -250,11 +294,14 @@ def format_report(report: dict) -> str:
              format_table([{"method": r["method"], "clusters": r["clusters"], "precision": r["precision"],
                             "images/s": round(r["images_per_s"]), "step ms": r["step_ms"],
                             "data share": r["data_share"], "GFLOP/step": r["gflop_per_step"],
-                            "GFLOP/s": round(r["achieved_gflops"]), "MFU": r["mfu"]}
+                            "GFLOP/s": round(r["achieved_gflops"]), "MFU": r["mfu"],
+                            "MFU physical": "-" if r.get("mfu_physical") is None else f"{r['mfu_physical']:.3f}"}
                            for r in report["methods"]]),
              "",
-             f"peak ({p['dtype']}): matmul {p['matmul_gflops']:.0f} GFLOP/s ({p['matmul']}), convolution "
-             f"{p['conv_gflops']:.0f} GFLOP/s ({p['conv']})",
+             f"measured peak ({p['dtype']}, the MFU column): matmul {p['matmul_gflops']:.0f} GFLOP/s ({p['matmul']}), "
+             f"convolution {p['conv_gflops']:.0f} GFLOP/s ({p['conv']})",
+             "physical peak: " + (f"{p['physical']['gflops']:.0f} GFLOP/s ({p['physical']['formula']})"
+                                  if p.get("physical") else f"not modelled for {p['dtype']} on this device"),
              ""]
     k = report["kmeans"]
     lines.append(f"k-means over N={k['n']}, d={k['d']}, {k['niter']} iterations; epoch = {k['epoch']} "

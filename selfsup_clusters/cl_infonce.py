@@ -3,7 +3,8 @@
 Two augmented views per image; for each anchor view the positives are all other views in the batch whose sample
 shares the anchor's cluster id (its own other view included), the negatives are the rest. The clusters come from
 any cluster source: auxiliary information (WordNet level, attributes), k-means, or the labels themselves.
-With several clusterings (kmeans:K1,K2) the loss is the mean over them.
+With several clusterings (kmeans:K1,K2, or a composite spec such as wordnet:7@0.5+kmeans:500) the loss is their
+weighted mean (spec.py).
 
 Optionally (method_args.key_queue > 0) a FIFO queue of past embeddings, stored with their sample indices, joins
 the contrast set, so positives and negatives are not limited to the batch. Cluster ids of queued keys are looked
@@ -79,4 +80,4 @@ class ClInfoNCE(Method):
         if self.queue.shape[0]:  # every rank enqueues the whole global batch, so the queues stay equal
             ring_write(self.queue_pointer, [self.queue, self.queue_index],
                        [distributed.all_gather(first_view), distributed.all_gather(index)])
-        return {"loss": self.scale_loss(torch.stack(losses).mean()), "z": first_view}
+        return {"loss": self.scale_loss(self.mean_over_clusterings(losses)), "z": first_view}

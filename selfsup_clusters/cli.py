@@ -1,5 +1,5 @@
-"""`selfsup-clusters` command line: sub-commands train, methods, tune, compare, analyze, claims, eval, clusters,
-bench."""
+"""`selfsup-clusters` command line: sub-commands train, methods, tune, compare, analyze, claims, eval, export, embed,
+clusters, bench. `key=value` overrides may stand anywhere among a sub-command's options."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from selfsup_clusters.clusters.spec import SPEC_HELP
 from selfsup_clusters.errors import UserError
+from selfsup_clusters.files import writable_folder
 
 # Flags that are shorthands for config keys.
 TRAIN_FLAGS = {
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--clusters", metavar="SPEC", help=SPEC_HELP)
     train.add_argument("--out", help="run folder (default runs/<method>-<timestamp>)")
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from checkpoints/last.pt")
+    train.add_argument("--print-config", action="store_true", help="print the resolved config (YAML) and exit")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=0.3 model.stem=small")
 
     compare = sub.add_parser("compare", help="train several methods with the same options and tabulate them")
@@ -58,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     analyze = sub.add_parser("analyze", help="cl-infonce on every cluster level: accuracy against I(Z;T), H(Z|T)")
     analyze.add_argument("--out", required=True, help="folder for every run and analysis.csv/.md/.png")
-    analyze.add_argument("--synthetic", default="", metavar="SPECS",
-                         help="also train on synthetic clusters from the labels, e.g. merge:2,merge:5,split:2,split:4")
+    analyze.add_argument("--also", "--synthetic", dest="also", default="", metavar="SPECS",
+                         help="also train on these fixed cluster specs: synthetic sets from the labels and composites, "
+                              "e.g. merge:2,split:4,wordnet:7+wordnet:9")
     add_shared_run_flags(analyze)
 
     sub.add_parser("methods", help="list the methods: what each learns from, its reference recipe and source")
@@ -85,6 +88,25 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--subset", type=int, help="use the first N training images (default: all)")
     evaluate.add_argument("--test-subset", type=int, help="use the first N test images (default: all)")
     evaluate.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. eval.knn_k=20 eval.knn_t=0.07")
+
+    export = sub.add_parser("export", help="write a checkpoint's backbone as model.safetensors + config.json "
+                                           "(loadable by timm)")
+    export.add_argument("--checkpoint", required=True, metavar="PATH", help="e.g. runs/RUN/checkpoints/last.pt")
+    export.add_argument("--out", required=True, metavar="DIR", help="folder for model.safetensors and config.json")
+
+    embed = sub.add_parser("embed", help="backbone features of a dataset split to .npy, or .npz with labels and "
+                                         "indices")
+    embed.add_argument("--checkpoint", required=True, metavar="PATH", help="e.g. runs/RUN/checkpoints/last.pt")
+    embed.add_argument("--dataset", help="default: the dataset the checkpoint was trained on")
+    embed.add_argument("--data-root", help="folder holding the dataset files")
+    embed.add_argument("--download", action="store_true", help="download the dataset if it is missing")
+    embed.add_argument("--split", default="train", help="train (default) or test")
+    embed.add_argument("--subset", type=int, help="the first N images of the split (default: all)")
+    embed.add_argument("--batch-size", type=int, help="default: eval.batch_size of the run")
+    embed.add_argument("--device", help="default: the run's device setting (auto: a GPU when there is one)")
+    embed.add_argument("--out", required=True, metavar="FILE", help="FILE.npy (features) or FILE.npz (features, "
+                                                                    "labels, indices, class_names)")
+    embed.add_argument("overrides", nargs="*", metavar="key=value", help="data settings, e.g. data.num_workers=2")
 
     clusters = sub.add_parser("clusters", help="print cluster statistics (H, I, NMI, AMI) of every auxiliary level")
     clusters.add_argument("--config", help="YAML config (default: configs/fashion_mnist.yaml)")
@@ -114,7 +136,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--knn-test", type=int, default=10000)
     bench.add_argument("--out", default="bench_out/bench.json", help="JSON file (default bench_out/bench.json)")
     bench.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. model.compile=true")
+    parser.set_defaults(command_parsers=sub.choices)
     return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with a sub-command's `key=value` overrides accepted anywhere among its options
+    (`train eval.every=0 --out DIR optim.lr=0.1`): argparse's intermixed parsing, per sub-command."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    first, _ = parser.parse_known_args(argv)  # which sub-command (and -h, or a missing one, as usual)
+    position = argv.index(first.command)
+    args = first.command_parsers[first.command].parse_intermixed_args(argv[position + 1:])
+    args.command = first.command
+    return args
 
 
 def add_shared_run_flags(parser: argparse.ArgumentParser, seeds: int = 1) -> None:
@@ -135,6 +170,7 @@ def shared_runs(args: argparse.Namespace):
 
     if args.seeds < 1:
         raise UserError("--seeds must be at least 1")
+    writable_folder(args.out)
     user = UserConfig(args.config, tuple(o for o in config_overrides(args) if not o.startswith("out=")))
     first = user.load().seed
     return user, list(range(first, first + args.seeds))
@@ -150,22 +186,29 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from selfsup_clusters import distributed
-    from selfsup_clusters.config import load_config
+    from selfsup_clusters.config import load_config, to_yaml
     from selfsup_clusters.trainer import train
 
     overrides = config_overrides(args)
-    if args.resume:
-        if overrides or args.config:
-            raise UserError("--resume continues the saved run exactly; drop the other options "
-                            f"({' '.join(overrides) or '--config'})")
-        final = train(load_config(), resume=args.resume)
-    else:
-        final = train(load_config(args.config, overrides))
+    if args.resume and (overrides or args.config):
+        raise UserError("--resume continues the saved run exactly; drop the other options "
+                        f"({' '.join(overrides) or '--config'})")
+    if args.print_config:
+        print(to_yaml(resumed_config(args.resume) if args.resume else load_config(args.config, overrides)), end="")
+        return 0
+    final = train(load_config(), resume=args.resume) if args.resume else train(load_config(args.config, overrides))
     keys = ("knn_top1", "knn_k", "knn_t", "linear_top1", "nmi", "loss", "images_per_s", "train_time_s")
     summary = {k: final[k] for k in keys if k in final}
     if distributed.is_main():  # under torchrun: once, from rank 0
         print(f"done: {final['out_dir']}  " + json.dumps(summary))
     return 0
+
+
+def resumed_config(run_dir: str):
+    from selfsup_clusters.checkpoint import load_checkpoint
+    from selfsup_clusters.run import config_from_checkpoint
+
+    return config_from_checkpoint(load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt"))
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -195,7 +238,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from selfsup_clusters.clusters import split_spec_list
 
     user, seeds = shared_runs(args)
-    report, failures = analyze(user, split_spec_list(args.synthetic), seeds, Path(args.out))
+    report, failures = analyze(user, split_spec_list(args.also), seeds, Path(args.out))
     print(report)
     print(f"written to {args.out}/analysis.csv, analysis.md, analysis.png")
     return 1 if failures else 0
@@ -224,6 +267,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for key, value in results.items():
         print(f"{key:>14}  {value:.4f}" if isinstance(value, float) else f"{key:>14}  {value}")
     print(f"written to {Path(args.checkpoint).parent / 'eval.json'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from selfsup_clusters.export import export_backbone
+
+    config = export_backbone(args.checkpoint, args.out)
+    info = config["selfsup_clusters"]
+    print(f"exported {info['timm_name']} ({info['in_chans']}x{info['image_size']}x{info['image_size']} in, "
+          f"{info['num_features']} features; {info['method']}, epoch {info['epoch']}) to {args.out}/model.safetensors "
+          "and config.json")
+    print(f"load it with: {info['load']}")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from selfsup_clusters.export import embed
+
+    overrides = list(args.overrides)
+    if args.dataset:
+        overrides += [f"data.name={args.dataset}"] + ([] if args.data_root else ["data.root=null"])
+    overrides += [f"data.root={args.data_root}"] if args.data_root else []
+    overrides += ["data.download=true"] if args.download else []
+    done = embed(args.checkpoint, args.out, split=args.split, subset=args.subset, batch_size=args.batch_size,
+                 device=args.device, overrides=overrides)
+    print(f"wrote {done['images']} x {done['dim']} features of {done['dataset']} {done['split']} to {done['out']} "
+          f"in {done['seconds']:.1f}s")
     return 0
 
 
@@ -257,12 +327,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "methods": cmd_methods, "tune": cmd_tune, "compare": cmd_compare,
-            "analyze": cmd_analyze, "claims": cmd_claims, "eval": cmd_eval, "clusters": cmd_clusters,
-            "bench": cmd_bench}
+            "analyze": cmd_analyze, "claims": cmd_claims, "eval": cmd_eval, "export": cmd_export, "embed": cmd_embed,
+            "clusters": cmd_clusters, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except UserError as e:

@@ -13,7 +13,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from selfsup_clusters.errors import UserError, first_line
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"  # the repository's configs/ (editable install)
+# Shipped inside the package, so an installed copy finds its defaults; the repository's configs/ links here.
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "fashion_mnist.yaml"
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -26,7 +27,12 @@ class CsvConfig:
     path_column: str = "path"
     class_column: str | None = "class"  # None: a dataset without labels (kNN evaluation off)
     split_column: str = "split"  # values train/test; a table without this column gets a seeded 80/20 split
-    attribute_columns: list[str] | None = None  # None: every column except path, class and split
+    attribute_columns: list[str] | None = None  # None: every column except path, class, split and tag columns
+    # Columns holding several tags per image ("red leather strap"): one binary attribute per tag, for the
+    # max_tags most frequent tags of each column (0: all)
+    tag_columns: list[str] = field(default_factory=list)
+    tag_separator: str = " "
+    max_tags: int = 100
 
 
 @dataclass
@@ -137,7 +143,8 @@ class EvalConfig:
 class LogConfig:
     tensorboard: bool = True
     every_steps: int = 20  # scalars per step to TensorBoard every N steps
-    progress: bool = True  # tqdm bar per epoch
+    progress: bool = True  # progress bars (training, features, linear probe) when stderr is a terminal
+    save_every: int = 0  # > 0: also keep checkpoints/epochNNNN.pt every N epochs, besides last.pt
 
 
 @dataclass
@@ -263,6 +270,7 @@ def validate(cfg: Config) -> None:
         (cfg.method_args.base_temperature is None or cfg.method_args.base_temperature > 0,
          "method_args.base_temperature must be > 0 (or null: no loss scaling)"),
         (0 <= cfg.data.val_fraction < 1, "data.val_fraction must lie in [0, 1): e.g. 0.1 holds 10% out"),
+        (cfg.log.save_every >= 0, "log.save_every must be >= 0 (0: keep only checkpoints/last.pt)"),
     ]
     for ok, message in checks:
         if not ok:

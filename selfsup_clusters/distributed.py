@@ -11,6 +11,7 @@ slice of it; rank 0 evaluates, logs and writes checkpoints.
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -162,7 +163,16 @@ def data_parallel(module: nn.Module, device: torch.device) -> nn.Module:
         return module
     device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=device_ids, forward_sync_buffers=False)
+    return nn.parallel.DistributedDataParallel(module, device_ids=device_ids, **no_buffer_sync())
+
+
+def no_buffer_sync() -> dict:
+    """DistributedDataParallel's argument for "do not broadcast buffers before each forward", in this PyTorch's
+    words: `forward_sync_buffers=False` where it exists (it deprecates `broadcast_buffers`), else
+    `broadcast_buffers=False` (older PyTorch, e.g. 2.11). The older one also skips the broadcast at construction;
+    every rank builds its model from the same seed or checkpoint, so the buffers start equal either way."""
+    parameters = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in parameters else {"broadcast_buffers": False}
 
 
 def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup_clusters.progress import progress
+
 
 @torch.no_grad()
 def extract_features(
@@ -87,12 +89,14 @@ def linear_probe(
     batch_size: int = 512,
     min_steps: int = 1000,
     seed: int = 0,
+    show_progress: bool = False,
 ) -> float:
     """Top-1 test accuracy of a linear classifier on frozen, precomputed features.
 
     The fixed protocol: features standardised with the training mean and std, one nn.Linear, AdamW (lr 1e-3,
     weight decay 1e-5), batch 512, 30 epochs but at least 1000 steps, a cosine schedule, cross-entropy; samples
-    labelled -1 are skipped. Seconds on a CPU for Fashion-MNIST-sized data.
+    labelled -1 are skipped. Seconds on a CPU for Fashion-MNIST-sized data. `show_progress`: a bar over the epochs
+    (on a terminal).
     """
     keep = train_labels >= 0
     x, y = train_features[keep].float(), train_labels[keep]
@@ -109,7 +113,7 @@ def linear_probe(
     steps = epochs * batches_per_epoch
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     with torch.enable_grad():
-        for _ in range(epochs):
+        for _ in progress(range(epochs), desc="linear probe", enabled=show_progress, unit="epoch"):
             for index in torch.randperm(len(x), generator=generator).split(batch_size):
                 loss = F.cross_entropy(classifier(x[index]), y[index])
                 optimizer.zero_grad(set_to_none=True)
@@ -131,6 +135,7 @@ def linear_probe_augmented(
     lr: float = 1e-2,
     weight_decay: float = 1e-5,
     seed: int = 0,
+    show_progress: bool = False,
 ) -> float:
     """Top-1 test accuracy of a linear classifier trained on augmented views through a frozen encoder.
 
@@ -146,7 +151,7 @@ def linear_probe_augmented(
                              nn.Linear(test_features.shape[1], num_classes)).to(device)
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
-    for epoch in range(epochs):
+    for epoch in progress(range(epochs), desc="linear probe (augmented)", enabled=show_progress, unit="epoch"):
         for x, labels in epoch_batches(epoch):
             keep = labels >= 0
             with torch.no_grad():
@@ -163,7 +168,8 @@ def linear_probe_augmented(
     return (predictions == test_labels).float().mean().item()
 
 
-def cluster_quality(features: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> dict[str, float]:
+def cluster_quality(features: torch.Tensor, labels: torch.Tensor, seed: int = 0,
+                    show_progress: bool = False) -> dict[str, float]:
     """How well the representation clusters: spherical k-means (FAISS) with K = number of classes on the
     features, scored against the labels with NMI, AMI and ARI (scikit-learn)."""
     from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score, normalized_mutual_info_score
@@ -173,7 +179,8 @@ def cluster_quality(features: torch.Tensor, labels: torch.Tensor, seed: int = 0)
     keep = labels >= 0
     features, labels = features[keep], labels[keep].numpy()
     k = int(labels.max()) + 1
-    ids = run_kmeans(features, [k], KMeansOptions(seed=seed, nredo=3), warn=False).ids[0].numpy()
+    options = KMeansOptions(seed=seed, nredo=3, progress=show_progress)
+    ids = run_kmeans(features, [k], options, warn=False).ids[0].numpy()
     return {
         "nmi": float(normalized_mutual_info_score(labels, ids)),
         "ami": float(adjusted_mutual_info_score(labels, ids)),
@@ -184,10 +191,11 @@ def cluster_quality(features: torch.Tensor, labels: torch.Tensor, seed: int = 0)
 
 def evaluate_features(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
                       test_labels: torch.Tensor, cfg, knn: bool = True, linear: bool = False,
-                      clusters: bool = False, seed: int = 0) -> dict:
+                      clusters: bool = False, seed: int = 0, show_progress: bool = False) -> dict:
     """The harness every method shares, on L2-normalised backbone features: weighted kNN (with its k and T),
     the linear probe and cluster quality (NMI/AMI/ARI, plus "kmeans_ids" of the test samples). `cfg` is an
-    EvalConfig. Empty when there are no labels to score against."""
+    EvalConfig; `show_progress`: bars for the linear probe and k-means. Empty when there are no labels to score
+    against."""
     if not (train_labels >= 0).any() or not (test_labels >= 0).any():
         return {}
     results: dict = {}
@@ -196,7 +204,8 @@ def evaluate_features(train_features: torch.Tensor, train_labels: torch.Tensor, 
                                              k=cfg.knn_k, temperature=cfg.knn_t),
                        knn_k=cfg.knn_k, knn_t=cfg.knn_t)
     if linear:
-        results["linear_top1"] = linear_probe(train_features, train_labels, test_features, test_labels, seed=seed)
+        results["linear_top1"] = linear_probe(train_features, train_labels, test_features, test_labels, seed=seed,
+                                              show_progress=show_progress)
     if clusters:
-        results.update(cluster_quality(test_features, test_labels, seed=seed))
+        results.update(cluster_quality(test_features, test_labels, seed=seed, show_progress=show_progress))
     return results

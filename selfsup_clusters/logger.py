@@ -59,6 +59,16 @@ class RunLogger:
         self.writer.add_embedding(features, metadata=rows, metadata_header=columns, label_img=thumbnails,
                                   global_step=step, tag="test_features")
 
+    def run_info(self, config_yaml: str, environment: dict, step: int) -> None:
+        """The resolved config and the environment (see provenance.py) in TensorBoard's text tab, written when
+        training starts (a resumed run adds its own at the step it resumes from)."""
+        if self.writer is None:
+            return
+        from selfsup_clusters.provenance import as_markdown
+
+        self.writer.add_text("run/config", "".join(f"    {line}\n" for line in config_yaml.splitlines()), step)
+        self.writer.add_text("run/environment", as_markdown(environment), step)
+
     def final(self, record: dict, hparams: dict | None = None) -> None:
         """final.json; and the run's hyperparameters with its final metrics in TensorBoard's HPARAMS tab."""
         (self.out_dir / "final.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -73,6 +73,14 @@ def cluster_info_nce(
     return torch.where(has_positive, per_anchor, 0.0).sum() / has_positive.sum()
 
 
+def weighted_mean(losses: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+    """sum_k w_k * loss_k / sum_k w_k: a composite cluster spec's loss over its clusterings ("wordnet:7@0.5+...")."""
+    if len(losses) != len(weights) or not losses:
+        raise ValueError(f"need one weight per loss, got {len(weights)} weights for {len(losses)} losses")
+    w = torch.tensor(weights, dtype=losses[0].dtype, device=losses[0].device)
+    return (torch.stack(losses) * w).sum() / w.sum()
+
+
 def nt_xent(z: torch.Tensor, temperature: float, num_views: int = 2) -> torch.Tensor:
     """SimCLR's NT-Xent over (V*B, d) embeddings laid out view-major: rows [v*B + b] are views of sample b."""
     batch = z.shape[0] // num_views

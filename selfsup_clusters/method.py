@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup_clusters.clusters.spec import parse_spec
 from selfsup_clusters.config import Config
+from selfsup_clusters.losses import weighted_mean
 
 
 class Method(nn.Module):
@@ -41,6 +43,8 @@ class Method(nn.Module):
         self.seed = cfg.seed
         t = cfg.method_args.temperature
         self.temperature: float | None = self.recipe.get("method_args.temperature") if t is None else t
+        spec = parse_spec(cfg.clusters.spec) if self.uses_clusters else None
+        self.cluster_weights: list[float] = spec.clustering_weights() if spec else []
 
     def training_step(self, views: list[torch.Tensor], index: torch.Tensor, label: torch.Tensor) -> dict:
         raise NotImplementedError
@@ -55,6 +59,13 @@ class Method(nn.Module):
         scaling: a contrastive gradient grows like 1/T, the scaled one does not), else the loss unchanged."""
         base = self.cfg.method_args.base_temperature
         return loss if base is None else loss * (self.temperature / base)
+
+    def mean_over_clusterings(self, losses: list[torch.Tensor]) -> torch.Tensor:
+        """The loss over several clusterings: weighted by the cluster spec's weights ("wordnet:7@0.5+wordnet:9"),
+        a plain mean when the count differs (before the first clustering)."""
+        if len(losses) == len(self.cluster_weights):
+            return weighted_mean(losses, self.cluster_weights)
+        return torch.stack(losses).mean()
 
     def set_clusters(self, assignments) -> list[nn.Parameter]:
         """Take new cluster assignments; return the parameters re-initialised for them (the trainer clears their

@@ -3,6 +3,7 @@ source, the memory bank; from a config (a new run), a checkpoint (resume) or a t
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import random
 from dataclasses import dataclass
@@ -15,11 +16,12 @@ from omegaconf import OmegaConf
 from selfsup_clusters import distributed
 from selfsup_clusters.checkpoint import load_checkpoint
 from selfsup_clusters.clusters import Assignments, ClusterSource, KMeansOptions, build_cluster_source
-from selfsup_clusters.config import Config, merge_overrides, to_yaml
+from selfsup_clusters.config import Config, merge_overrides, to_yaml, validate
 from selfsup_clusters.data import ImageDataset, load_dataset
 from selfsup_clusters.data.augment import BatchAugment
 from selfsup_clusters.data.loader import Batches, make_batches
 from selfsup_clusters.errors import UserError, first_line
+from selfsup_clusters.files import writable_folder
 from selfsup_clusters.memory import MemoryBank
 from selfsup_clusters.method import Method
 from selfsup_clusters.methods import build_method, method_class
@@ -109,8 +111,16 @@ def build_clusters(cfg: Config, data: ImageDataset) -> ClusterSource | None:
     """The cluster source of `--clusters`; bad specs (e.g. K larger than the data) fail here, before training."""
     c = cfg.clusters
     options = KMeansOptions(niter=c.niter, nredo=c.nredo, seed=cfg.seed, use_gpu=c.use_gpu,
-                            min_points_per_centroid=c.min_points_per_centroid)
+                            min_points_per_centroid=c.min_points_per_centroid, progress=cfg.log.progress)
     return build_cluster_source(c.spec, data.auxiliary, kmeans_options=options, wordnet_dir=c.wordnet_dir)
+
+
+def require_faiss(needs: list[str]) -> None:
+    """FAISS is an extra (faiss-cpu or faiss-gpu-cu12, never both): what `needs` it stops before any work when
+    neither is installed."""
+    if needs and importlib.util.find_spec("faiss") is None:
+        raise UserError(f"{' and '.join(needs)} need FAISS, which is not installed: pip install faiss-cpu (or "
+                        "faiss-gpu-cu12 on a CUDA 12 machine), or install selfsup-clusters with its [cpu] extra")
 
 
 def build_parts(cfg: Config, data: ImageDataset | None, device: torch.device):
@@ -136,8 +146,9 @@ def setup(cfg: Config, resume: str | Path | None = None, data: ImageDataset | No
         checkpoint = load_checkpoint(out_dir / "checkpoints" / "last.pt")
         cfg = config_from_checkpoint(checkpoint)
     else:
+        validate(cfg)  # a config built in Python (the library API) gets the checks a loaded one gets
         stamp = distributed.broadcast_object(datetime.now().strftime("%Y%m%d-%H%M%S"))  # one folder for all ranks
-        out_dir = Path(cfg.out or f"runs/{cfg.method}-{stamp}")
+        out_dir = writable_folder(cfg.out or f"runs/{cfg.method}-{stamp}")
         if (out_dir / "checkpoints" / "last.pt").exists():
             raise UserError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or pick another --out")
     kind = method_class(cfg.method)  # before loading data: a typo should fail fast
@@ -147,6 +158,9 @@ def setup(cfg: Config, resume: str | Path | None = None, data: ImageDataset | No
     if kind.uses_clusters and cfg.clusters.spec.strip().lower() == "none":
         raise UserError(f"method {cfg.method!r} learns from clusters; pass --clusters (e.g. wordnet:7, kmeans:100, "
                         "labels)")
+    require_faiss([need for need, used in (("k-means clusters", "kmeans" in cfg.clusters.spec.lower()),
+                                           ("eval.cluster_metrics (or pass eval.cluster_metrics=false)",
+                                            cfg.eval.cluster_metrics)) if used])
 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)

@@ -4,6 +4,7 @@ views in eval mode, then the pure evaluations of evaluate.py."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -11,14 +12,18 @@ import torch
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.evaluate import evaluate_features, extract_features, linear_probe_augmented
 from selfsup_clusters.logger import RunLogger
-from selfsup_clusters.run import Run, autocast, load_trained
+from selfsup_clusters.progress import progress
+from selfsup_clusters.run import Run, autocast, load_trained, require_faiss
 
 
-def backbone_features(run: Run, split) -> torch.Tensor:
-    """L2-normalised backbone features of a split's centre views, in eval mode (the evaluation protocol)."""
+def backbone_features(run: Run, split, name: str = "") -> torch.Tensor:
+    """L2-normalised backbone features of a split's centre views, in eval mode (the evaluation protocol); a
+    progress bar named `name`."""
+    batch_size = run.cfg.eval.batch_size
+    batches = progress(run.batches.eval(split, batch_size), desc=f"features {name}".strip(),
+                       total=math.ceil(len(split) / batch_size), enabled=run.cfg.log.progress, unit="batch")
     with autocast(run):
-        return extract_features(run.method.features, run.batches.eval(split, run.cfg.eval.batch_size),
-                                modules=[run.method])
+        return extract_features(run.method.features, batches, modules=[run.method])
 
 
 def evaluate(run: Run, final: bool = False, logger: RunLogger | None = None) -> dict:
@@ -26,11 +31,13 @@ def evaluate(run: Run, final: bool = False, logger: RunLogger | None = None) -> 
     quality of the test features and the TensorBoard projector, as `cfg.eval` asks. With data.val_fraction the
     "test" split is the validation split."""
     cfg, data = run.cfg, run.data
-    train_features, test_features = backbone_features(run, data.train), backbone_features(run, data.test)
+    train_features = backbone_features(run, data.train, "train")
+    test_features = backbone_features(run, data.test, "test")
     augmented_probe = final and cfg.eval.linear and cfg.eval.linear_augmented_epochs > 0
     results = evaluate_features(train_features, data.train.labels, test_features, data.test.labels, cfg.eval,
                                 linear=final and cfg.eval.linear and not augmented_probe,
-                                clusters=final and cfg.eval.cluster_metrics, seed=cfg.seed)
+                                clusters=final and cfg.eval.cluster_metrics, seed=cfg.seed,
+                                show_progress=cfg.log.progress)
     kmeans_ids = results.pop("kmeans_ids", None)
     if augmented_probe and results:
         results["linear_top1"] = augmented_linear_probe(run, test_features)
@@ -40,7 +47,7 @@ def evaluate(run: Run, final: bool = False, logger: RunLogger | None = None) -> 
                     "class": [data.class_names[i] if i >= 0 else "-" for i in data.test.labels[:n].tolist()]}
         if kmeans_ids is not None:
             metadata["kmeans"] = kmeans_ids[:n].tolist()
-        if run.assignments is not None and not run.cluster_source.dynamic:
+        if run.assignments is not None and not run.cluster_source.spec.clustering_dynamic()[0]:
             metadata["train_cluster"] = class_clusters(run.assignments.ids[0], data.train.labels,
                                                        data.test.labels[:n])
         images = None if data.test.images is None else data.test.images[:n]  # file-backed data: no thumbnails
@@ -65,7 +72,7 @@ def augmented_linear_probe(run: Run, test_features: torch.Tensor) -> float:
         with autocast(run):
             return linear_probe_augmented(run.method.features, epoch_batches, test_features,
                                           run.data.test.labels, cfg.eval.linear_augmented_epochs, run.device,
-                                          seed=cfg.seed)
+                                          seed=cfg.seed, show_progress=cfg.log.progress)
     finally:
         run.method.train(was_training)
 
@@ -87,11 +94,12 @@ def evaluate_checkpoint(checkpoint_path: str | Path, knn: bool = True, linear: b
                         overrides: list[str] | None = None) -> dict:
     """Offline evaluation of a checkpoint (by default over the full train/test sets); the results also go to
     eval.json beside the checkpoint."""
+    require_faiss(["--clusters"] if clusters else [])
     run = load_trained(checkpoint_path, ["data.subset=null", "data.test_subset=null", *(overrides or [])])
     cfg, data = run.cfg, run.data
-    features = [backbone_features(run, split) for split in (data.train, data.test)]
+    features = [backbone_features(run, split, name) for split, name in ((data.train, "train"), (data.test, "test"))]
     results = evaluate_features(features[0], data.train.labels, features[1], data.test.labels, cfg.eval, knn=knn,
-                                linear=linear, clusters=clusters, seed=cfg.seed)
+                                linear=linear, clusters=clusters, seed=cfg.seed, show_progress=cfg.log.progress)
     results.pop("kmeans_ids", None)
     if not results:
         raise UserError(f"{cfg.data.name} has no labels to evaluate against")

@@ -10,33 +10,39 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from selfsup_clusters import distributed
+from selfsup_clusters import distributed, provenance
 from selfsup_clusters.checkpoint import save_checkpoint
 from selfsup_clusters.clusters import cluster_statistics
-from selfsup_clusters.config import Config, to_dict
+from selfsup_clusters.config import Config, to_dict, to_yaml
 from selfsup_clusters.errors import Interrupted, UserError
 from selfsup_clusters.evaluate import extract_features
 from selfsup_clusters.logger import NullLogger, RunLogger
+from selfsup_clusters.progress import progress
 from selfsup_clusters.run import Run, autocast, setup
 from selfsup_clusters.run_eval import evaluate
 
 
+def kmeans_due(run: Run, epoch: int) -> bool:
+    c = run.cfg.clusters
+    return run.cluster_source.dynamic and epoch >= c.warmup and (epoch - c.warmup) % c.every == 0
+
+
 def clustering_due(run: Run, epoch: int) -> bool:
-    source, c = run.cluster_source, run.cfg.clusters
+    """Fixed clusters once (from the first epoch), k-means on its schedule; a composite spec has both."""
+    source = run.cluster_source
     if source is None:
         return False
-    if not source.dynamic:
-        return run.assignments is None  # fixed clusters: computed once
-    return epoch >= c.warmup and (epoch - c.warmup) % c.every == 0
+    return kmeans_due(run, epoch) or (run.assignments is None and source.spec.fixed)
 
 
 def update_clusters(run: Run, epoch: int, logger: RunLogger) -> list[dict]:
     """Re-cluster (k-means on the memory bank or a fresh pass; fixed sources once), hand the result to the
-    method (clearing the optimizer state of any parameters it re-initialised) and log the clusters' statistics."""
+    method (clearing the optimizer state of any parameters it re-initialised) and log each clustering's
+    statistics (fixed parts the first time, k-means parts each time they run)."""
     features, start = None, time.perf_counter()
-    if run.cluster_source.dynamic and distributed.is_main():
+    clustered, first = kmeans_due(run, epoch), run.assignments is None
+    if clustered and distributed.is_main():
         # Until every sample has been through a step the bank holds random vectors: use a fresh pass instead.
         if run.cfg.clusters.features == "memory" and bool(run.memory.seen.all()):
             features = run.memory.features
@@ -53,10 +59,13 @@ def update_clusters(run: Run, epoch: int, logger: RunLogger) -> list[dict]:
     if run.method.uses_clusters:
         for parameter in run.method.set_clusters(run.assignments):
             run.optimizer.state.pop(parameter, None)  # a fresh head must not inherit its predecessor's momentum
+    spec = run.cluster_source.spec
+    logged = [(name, ids) for name, ids, dynamic in zip(spec.clustering_names(), run.assignments.ids,
+                                                        spec.clustering_dynamic(), strict=True)
+              if (clustered if dynamic else first)]  # what was clustered now
     rows = [{"name": name, **cluster_statistics(ids, run.data.train.labels), "seconds": seconds,
-             "features_seconds": features_seconds}
-            for name, ids in zip(run.cluster_source.spec.clustering_names(), run.assignments.ids, strict=True)]
-    logger.clusters(rows, [torch.bincount(ids) for ids in run.assignments.ids], step=epoch * run.steps_per_epoch)
+             "features_seconds": features_seconds} for name, ids in logged]
+    logger.clusters(rows, [torch.bincount(ids) for _, ids in logged], step=epoch * run.steps_per_epoch)
     return rows
 
 
@@ -74,8 +83,7 @@ def train_epoch(run: Run, epoch: int, logger: RunLogger) -> dict:
     loss_sum = torch.zeros((), device=run.device)
     data_time = 0.0
     start = time.perf_counter()
-    bar = tqdm(range(run.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-               disable=not (cfg.log.progress and distributed.is_main()), dynamic_ncols=True)
+    bar = progress(range(run.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=cfg.log.progress)
     batches = run.batches.train(train, order, batch_size, generator)
     for step in bar:
         t0 = time.perf_counter()
@@ -122,6 +130,9 @@ def checkpoint_state(run: Run, epoch: int, train_time_s: float) -> dict:
         "memory": run.memory.state_dict(),
         "assignments": run.assignments.state_dict() if run.assignments is not None else None,
         "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+        # what export and embed need to prepare images without loading the training data
+        "data": {"channels": run.data.channels, "mean": list(run.data.mean), "std": list(run.data.std),
+                 "class_names": list(run.data.class_names)},
     }
 
 
@@ -131,11 +142,20 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
     Under torchrun every process runs this; rank 0 alone evaluates, logs, prints and writes checkpoints.
     """
     distributed.init()
-    run = setup(cfg, resume)
+    try:
+        run = setup(cfg, resume)
+    except BaseException:
+        # A bad config must not leave the process group standing: under torchrun its (NCCL) threads would abort
+        # every process at exit (SIGABRT) instead of letting it exit with the error's status.
+        distributed.cleanup()
+        raise
     cfg = run.cfg
     logger = RunLogger(run.out_dir, cfg.log.tensorboard, resume_epoch=run.start_epoch,
                        purge_step=run.start_epoch * run.steps_per_epoch if run.start_epoch else None
                        ) if distributed.is_main() else NullLogger()
+    environment = provenance.environment(run.device, run.precision, distributed.world_size()) \
+        if distributed.is_main() else {}
+    logger.run_info(to_yaml(cfg), environment, step=run.start_epoch * run.steps_per_epoch)
     record: dict = {}
     total_start = time.perf_counter()
     try:
@@ -156,7 +176,10 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
             logger.epoch(record, step=(epoch + 1) * run.steps_per_epoch)
             train_time_s = run.train_time_s + time.perf_counter() - total_start
             if distributed.is_main():
-                save_checkpoint(checkpoint_state(run, epoch, train_time_s), run.out_dir / "checkpoints" / "last.pt")
+                state = checkpoint_state(run, epoch, train_time_s)
+                save_checkpoint(state, run.out_dir / "checkpoints" / "last.pt")
+                if cfg.log.save_every and (epoch + 1) % cfg.log.save_every == 0:
+                    save_checkpoint(state, run.out_dir / "checkpoints" / f"epoch{epoch + 1:04d}.pt")
                 print(_epoch_line(record, cfg.epochs), flush=True)
             distributed.barrier()  # every rank leaves the epoch with its checkpoint written
         final = {
@@ -164,6 +187,7 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
             "out_dir": str(run.out_dir),
             "epochs": cfg.epochs,
             "precision": run.precision,
+            "environment": environment,  # versions, commit, machine, threads: what the numbers were measured on
             "train_time_s": train_time_s,  # all invocations of a resumed run, up to the last checkpoint
             **{k: v for k, v in record.items() if k not in ("epoch", "clusters")},
         }

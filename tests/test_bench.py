@@ -163,3 +163,39 @@ def test_supervised_checks_labels_once_before_training(tmp_path):
     cfg = load_config(overrides=[*TINY, "method=supervised", f"out={tmp_path}"])
     with pytest.raises(UserError, match="needs a label for every training image"):
         run_module.setup(cfg, data=data)
+
+
+@pytest.mark.parametrize("flags, mhz, family, fp32, bf16", [
+    ({"avx2", "avx512f", "avx512_bf16"}, 2600.0, 26, 332.8, 665.6),  # Zen 5: two full-width AVX-512 FMA pipes
+    ({"avx2", "avx512f", "avx512_bf16"}, 2600.0, 25, 166.4, 332.8),  # Zen 4: AVX-512 on a 256-bit datapath
+    ({"avx2", "fma"}, 2445.408, 25, 156.5, None),  # Zen 3: AVX2 only, bf16 emulated
+])
+def test_physical_peak_counts_pipes_lanes_and_clock(monkeypatch, flags, mhz, family, fp32, bf16):
+    from selfsup_clusters import bench
+
+    monkeypatch.setattr(bench, "cpu_flags", lambda: (flags, mhz, family))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    cpu = torch.device("cpu")
+    assert bench.physical_peak(cpu, torch.float32)["gflops"] == pytest.approx(fp32, abs=0.1)
+    peak = bench.physical_peak(cpu, torch.bfloat16)
+    assert peak is None if bf16 is None else peak["gflops"] == pytest.approx(bf16, abs=0.1)
+    assert bench.physical_peak(torch.device("cuda"), torch.float32) is None
+
+
+@pytest.mark.slow  # inductor compiles C++ for the step: about a minute on 2 cores
+def test_compiled_and_eager_backbones_give_the_same_loss():
+    from selfsup_clusters.methods import build_method
+
+    views = [torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    index = torch.arange(8)
+    losses = []
+    for compiled in (False, True):
+        cfg = load_config(overrides=["device=cpu", "model.backbone=test_resnet", "model.proj_hidden_dim=64",
+                                     "model.proj_dim=32", "method=simclr"])
+        torch.manual_seed(0)
+        method = build_method(cfg, 1)
+        if compiled:
+            method.backbone.compile()  # as run.setup does for model.compile=true
+        losses.append(method.training_step(views, index, index)["loss"])
+        losses[-1].backward()
+    assert losses[1].item() == pytest.approx(losses[0].item(), rel=1e-4)

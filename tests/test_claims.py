@@ -14,7 +14,6 @@ from tests.conftest import needs_fashion_mnist
 
 
 @pytest.mark.parametrize("text, kind, numbers, name", [
-    ("none", "none", (), "none"),
     (" Labels ", "labels", (), "labels"),
     ("wordnet:8", "wordnet", (8,), "wordnet8"),
     ("kmeans:25, 50,100", "kmeans", (25, 50, 100), "kmeans25-50-100"),
@@ -22,9 +21,15 @@ from tests.conftest import needs_fashion_mnist
 ])
 def test_spec_grammar_parses_and_names(text, kind, numbers, name):
     spec = parse_spec(text)
-    assert (spec.kind, spec.numbers, spec.name) == (kind, numbers, name)
+    (part,) = spec.parts
+    assert (part.kind, part.numbers, spec.name) == (kind, numbers, name)
     assert parse_spec(str(spec)) == spec
-    assert spec.dynamic == (kind == "kmeans")
+    assert spec.dynamic == (kind == "kmeans") and spec.fixed == (kind != "kmeans")
+
+
+def test_none_spec_has_no_parts():
+    spec = parse_spec("none")
+    assert spec.parts == () and str(spec) == "none" and not spec.dynamic and not spec.fixed
 
 
 def test_spec_clustering_names_and_lists():

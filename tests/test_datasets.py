@@ -243,13 +243,17 @@ def test_image_folder_errors(tmp_path):
 def test_csv_table_classes_split_and_attribute_clusters(tmp_path):
     fake_table(tmp_path)
     data = load_dataset(data_config(name=f"csv:{tmp_path / 'table.csv'}"))
-    assert data.class_names == ["boot", "sandal", "shoe"] and data.attribute_names == ["size", "colour", "constant"]
+    # A categorical column is one binary indicator per value; a 0/1 column stays one.
+    assert data.class_names == ["boot", "sandal", "shoe"] and data.attribute_names == [
+        "size", "colour=blue", "colour=green", "colour=red", "constant=x"]
+    assert set(data.train.attributes.unique().tolist()) == {0, 1}
+    assert (data.train.attributes[:, 1:4].sum(dim=1) == 1).all()
     assert len(data.train) == 24 and len(data.test) == 6
     assert data.test.paths[0].endswith("img/0.png") and data.test.labels[0] == 0
-    # Entropy ranking: colour (3 values) > size (2 values) > the constant column.
-    assert rank_attributes(data.train.attributes) == [1, 0, 2]
-    ids = [build_cluster_source(f"attributes:{k}", data.auxiliary).assign(None).ids[0] for k in (1, 2, 3)]
-    assert [int(i.max()) + 1 for i in ids] == [3, 6, 6]
+    # Entropy ranking of indicators: size (p = 1/2) > each colour (p = 1/3) > the constant column.
+    assert rank_attributes(data.train.attributes) == [0, 1, 2, 3, 4]
+    ids = [build_cluster_source(f"attributes:{k}", data.auxiliary).assign(None).ids[0] for k in range(1, 6)]
+    assert [int(i.max()) + 1 for i in ids] == [2, 4, 6, 6, 6]
     for coarse, fine in zip(ids, ids[1:], strict=False):  # nested: each cluster at K lies in one cluster at K - 1
         assert all(coarse[fine == c].unique().numel() == 1 for c in fine.unique())
 
@@ -266,10 +270,10 @@ def test_csv_table_column_options(tmp_path):
     png(tmp_path / "a.png"), png(tmp_path / "b.png")
     table.write_text("file,shoe,heel\na.png,boot,high\nb.png,sandal,flat\n")
     data = load_dataset(data_config(name=f"csv:{table}", **{"csv.path_column": "file", "csv.class_column": "shoe"}))
-    assert data.class_names == ["boot", "sandal"] and data.attribute_names == ["heel"]
+    assert data.class_names == ["boot", "sandal"] and data.attribute_names == ["heel=high"]
     picked = load_dataset(data_config(name=f"csv:{table}", **{
         "csv.path_column": "file", "csv.class_column": "null", "csv.attribute_columns": "[shoe,heel]"}))
-    assert picked.class_names == [] and picked.attribute_names == ["shoe", "heel"]
+    assert picked.class_names == [] and picked.attribute_names == ["shoe=sandal", "heel=high"]
     assert (picked.train.labels == -1).all() and (picked.test.labels == -1).all()
 
 
@@ -370,7 +374,7 @@ def test_one_epoch_on_an_image_folder_with_wordnet_clusters(tmp_path):
 def test_one_epoch_on_a_csv_table_with_attribute_clusters(tmp_path):
     fake_table(tmp_path)
     final = run_one_epoch(tmp_path, f"data.name=csv:{tmp_path / 'table.csv'}", "data.num_workers=2",
-                          config="ut_zappos_attributes")
+                          "clusters.spec=attributes:3", config="ut_zappos_attributes")  # the table has 5 indicators
     assert 0 <= final["knn_top1"] <= 1
 
 

@@ -6,7 +6,10 @@ CUB_200_2011 is the extracted archive: images.txt, classes.txt, image_class_labe
 attributes/image_attribute_labels.txt and attributes/attributes.txt (the last one may also sit beside the folder,
 as `attributes.txt`, where some copies put it). Paths in the table are relative to CUB_200_2011 (`images/...`),
 so train with `--dataset csv:CUB_200_2011/cub_attributes.csv` (the default data root is the table's folder).
-An attribute is 1 where the annotator marked it present, at any certainty.
+An attribute is 1 where the annotator marked it present, at any certainty. The 312 attributes are binary already,
+so each is one indicator for `--clusters attributes:K` (combinations of the K highest-entropy ones); CUB's
+multi-valued groups (has_bill_shape::curved, has_bill_shape::dagger, ...) are written out as one indicator per
+value, as a categorical column would be expanded.
 """
 
 from __future__ import annotations

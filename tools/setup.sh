@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Sets up selfsup-clusters on Debian/Ubuntu with Python >= 3.10 (3.11 on Debian 12):
 #   - Debian's dataset-fashion-mnist and wordnet-base (and python3-venv) where missing, with sudo when not root;
-#   - a virtual environment .venv with the project installed editable, with its test tools.
-# Re-running is cheap: the Python install is skipped while pyproject.toml is unchanged.
-# SELFSUP_GPU=1 swaps faiss-cpu for faiss-gpu (CUDA 12).
+#   - a virtual environment .venv with the project installed editable, with its test tools, at the exact versions
+#     of constraints.txt (pyproject.toml itself declares ranges).
+# Re-running is cheap: the Python install is skipped while pyproject.toml and the constraints are unchanged.
+# SELFSUP_GPU=1 installs faiss-gpu-cu12 (CUDA 12) instead of faiss-cpu: exactly one FAISS either way.
+# SELFSUP_TORCH=oldest builds .venv-oldest instead, with the oldest PyTorch pyproject.toml allows
+# (constraints-oldest.txt), for CI to test that end of the range.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -30,18 +33,31 @@ fi
 
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
     || { echo "setup: Python >= 3.10 needed, $("$PYTHON" --version) found; set PYTHON=python3.11" >&2; exit 1; }
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-stamp=".venv/.selfsup-installed-$(sha1sum pyproject.toml | cut -c1-12)${SELFSUP_GPU:+-gpu}"
+venv=.venv
+constraints=constraints.txt
+case "${SELFSUP_TORCH:-}" in
+    "") ;;
+    oldest) venv=.venv-oldest ;;
+    *) echo "setup: SELFSUP_TORCH=${SELFSUP_TORCH} is unknown; leave it unset or use SELFSUP_TORCH=oldest" >&2; exit 1 ;;
+esac
+faiss=cpu other_faiss=faiss-gpu-cu12
+[ -n "${SELFSUP_GPU:-}" ] && faiss=gpu other_faiss=faiss-cpu
+[ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
+stamp="$venv/.selfsup-installed-$(cat pyproject.toml constraints.txt constraints-oldest.txt | sha1sum | cut -c1-12)-$faiss"
 if [ ! -f "$stamp" ]; then
-    echo "setup: installing Python packages into .venv (PyTorch first; about a minute from a local wheel cache)"
-    .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-    .venv/bin/python -m pip install -q -e ".[test]"
-    if [ -n "${SELFSUP_GPU:-}" ]; then
-        .venv/bin/python -m pip uninstall -q -y faiss-cpu
-        .venv/bin/python -m pip install -q -e ".[gpu,test]"
+    if [ "$venv" = .venv-oldest ]; then
+        constraints="$venv/constraints.txt"
+        { grep -v -E '^(torch|torchvision)==' constraints.txt; cat constraints-oldest.txt; } > "$constraints"
     fi
-    rm -f .venv/.selfsup-installed-*
+    echo "setup: installing Python packages into $venv (PyTorch first; about a minute from a local wheel cache)"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    "$venv/bin/python" -m pip install -q -c "$constraints" torch torchvision
+    # One FAISS per environment: both wheels install the same `faiss` module, so drop the other one first.
+    if "$venv/bin/python" -m pip show -q "$other_faiss" 2>/dev/null; then
+        "$venv/bin/python" -m pip uninstall -q -y "$other_faiss"
+    fi
+    "$venv/bin/python" -m pip install -q -c "$constraints" -e ".[$faiss,test]"
+    rm -f "$venv"/.selfsup-installed-*
     touch "$stamp"
 fi
-echo "setup: ready (.venv)"
+echo "setup: ready ($venv)"

@@ -5,8 +5,15 @@ statistics used to compare them."""
 from .assignments import Assignments, ClusterError
 from .attributes import attribute_clusters, rank_attributes
 from .kmeans import KMeansOptions, run_kmeans
-from .sources import ClusterSource, FixedClusterSource, KMeansSource, build_cluster_source, statistics_table
-from .spec import SPEC_HELP, ClusterSpec, parse_spec, split_spec_list
+from .sources import (
+    ClusterSource,
+    CompositeSource,
+    FixedClusterSource,
+    KMeansSource,
+    build_cluster_source,
+    statistics_table,
+)
+from .spec import SPEC_HELP, ClusterPart, ClusterSpec, parse_spec, split_spec_list
 from .stats import cluster_statistics, conditional_entropy, entropy, mutual_information
 from .wordnet import FASHION_MNIST_SYNSETS, WordNet, class_synsets, load_wordnet, synset_for_wnid, wordnet_levels
 
@@ -15,8 +22,10 @@ __all__ = [
     "SPEC_HELP",
     "Assignments",
     "ClusterError",
+    "ClusterPart",
     "ClusterSource",
     "ClusterSpec",
+    "CompositeSource",
     "FixedClusterSource",
     "KMeansOptions",
     "KMeansSource",

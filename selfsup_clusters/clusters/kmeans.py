@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from selfsup_clusters.progress import progress
+
 from .assignments import Assignments, ClusterError
 
 logger = logging.getLogger(__name__)
@@ -29,7 +31,7 @@ class KMeansOptions:
     objective kept). seed: base seed; clustering i of a list of Ks uses seed + i.
     min_points_per_centroid: below this many samples per cluster we warn once.
     use_gpu: "auto" (GPU when faiss-gpu sees one), "cpu", or "gpu" (fail if
-    there is none).
+    there is none). progress: a bar over the Ks (on a terminal; see selfsup_clusters/progress.py).
     """
 
     niter: int = 20
@@ -37,6 +39,7 @@ class KMeansOptions:
     seed: int = 0
     min_points_per_centroid: int = 10
     use_gpu: str = "auto"
+    progress: bool = False
 
 
 def run_kmeans(
@@ -73,7 +76,8 @@ def run_kmeans(
     logger.info("k-means: FAISS on %s", f"{num_gpus} GPU(s)" if num_gpus else "CPU")
 
     ids, centroids, distances = [], [], []
-    for offset, k in enumerate(ks):
+    for offset, k in progress(list(enumerate(ks)), desc=f"k-means K={','.join(map(str, ks))}",
+                              enabled=options.progress, unit="K"):
         kmeans = faiss.Kmeans(
             points.shape[1],
             k,

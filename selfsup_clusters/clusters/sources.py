@@ -22,7 +22,7 @@ from selfsup_clusters.data.base import AuxiliaryInfo
 from .assignments import Assignments, ClusterError, as_numpy_ints
 from .attributes import attribute_clusters
 from .kmeans import KMeansOptions, run_kmeans
-from .spec import ClusterSpec, parse_spec
+from .spec import ClusterPart, ClusterSpec, parse_spec
 from .stats import cluster_statistics
 from .synthetic import merged_classes, split_classes
 from .wordnet import DEFAULT_WORDNET_DIR, class_synsets, load_wordnet, wordnet_levels
@@ -51,8 +51,8 @@ class ClusterSource:
 class FixedClusterSource(ClusterSource):
     """Clusters known before training (labels, superclasses, a hierarchy level, attributes, synthetic sets)."""
 
-    def __init__(self, spec: ClusterSpec, assignments: Assignments) -> None:
-        self.spec = spec
+    def __init__(self, part: ClusterPart, assignments: Assignments) -> None:
+        self.spec = ClusterSpec((part,))
         self.assignments = assignments
 
     @property
@@ -66,15 +66,15 @@ class FixedClusterSource(ClusterSource):
 class KMeansSource(ClusterSource):
     """FAISS k-means over the current features, for one or several K."""
 
-    def __init__(self, spec: ClusterSpec, num_samples: int, options: KMeansOptions) -> None:
-        self.spec = spec
+    def __init__(self, part: ClusterPart, num_samples: int, options: KMeansOptions) -> None:
+        self.spec = ClusterSpec((part,))
         self.num_samples = num_samples
         self.options = options
         self._warned = False
 
     @property
     def num_clusters(self) -> list[int]:
-        return list(self.spec.numbers)
+        return list(self.spec.parts[0].numbers)
 
     def assign(self, features: torch.Tensor | None) -> Assignments:
         if features is None:
@@ -89,6 +89,47 @@ class KMeansSource(ClusterSource):
         return assignments
 
 
+class CompositeSource(ClusterSource):
+    """Several sources at once ("wordnet:7+kmeans:500"): their clusterings side by side, in spec order. Fixed
+    parts are computed once (when built); k-means parts cluster the features they are given. Without features
+    (before the k-means warm-up) a k-means part gives every sample a cluster of its own, which is what
+    Cl-InfoNCE trains with before its first clustering: instance discrimination."""
+
+    def __init__(self, spec: ClusterSpec, sources: list[ClusterSource], num_samples: int) -> None:
+        self.spec = spec
+        self.sources = sources
+        self.num_samples = num_samples
+
+    @property
+    def num_clusters(self) -> list[int]:
+        return [k for source in self.sources for k in source.num_clusters]
+
+    def assign(self, features: torch.Tensor | None) -> Assignments:
+        parts = []
+        for source in self.sources:
+            if source.dynamic and features is None:
+                instances = torch.arange(self.num_samples)
+                parts.append(Assignments(ids=[instances] * len(source.num_clusters)))
+            else:
+                parts.append(source.assign(features))
+        return concatenate(parts)
+
+
+def concatenate(parts: list[Assignments]) -> Assignments:
+    """The clusterings of several Assignments as one; centroids and distances only where every part has them,
+    names where any part has them (numbers for the rest)."""
+    def joined(field: str) -> list | None:
+        values = [getattr(part, field) for part in parts]
+        return None if any(v is None for v in values) else [item for value in values for item in value]
+
+    names = None
+    if any(part.names is not None for part in parts):
+        names = [clustering for part in parts for clustering in
+                 (part.names or [[str(i) for i in range(k)] for k in part.num_clusters])]
+    return Assignments(ids=[ids for part in parts for ids in part.ids], centroids=joined("centroids"),
+                       distances=joined("distances"), names=names)
+
+
 def build_cluster_source(
     spec: str | ClusterSpec,
     aux: AuxiliaryInfo,
@@ -97,15 +138,21 @@ def build_cluster_source(
     wordnet_dir: str = DEFAULT_WORDNET_DIR,
 ) -> ClusterSource | None:
     """The source for `spec` over the N training samples that `aux` describes; None for "none"."""
-    spec = spec if isinstance(spec, ClusterSpec) else parse_spec(spec)
+    spec = parse_spec(spec)
+    if not spec.parts:
+        return None
+    sources = [_part_source(part, aux, kmeans_options, wordnet_dir) for part in spec.parts]
+    return sources[0] if len(sources) == 1 else CompositeSource(spec, sources, len(aux.labels))
+
+
+def _part_source(part: ClusterPart, aux: AuxiliaryInfo, kmeans_options: KMeansOptions | None,
+                 wordnet_dir: str) -> ClusterSource:
     labels = as_numpy_ints(aux.labels, "labels").reshape(-1)
     num_samples = len(labels)
     class_names = list(aux.class_names)
-    if spec.kind == "none":
-        return None
-    if spec.kind == "labels":
-        return FixedClusterSource(spec, _class_level_clusters(labels, list(range(len(class_names))), class_names))
-    if spec.kind == "superclass":
+    if part.kind == "labels":
+        return FixedClusterSource(part, _class_level_clusters(labels, list(range(len(class_names))), class_names))
+    if part.kind == "superclass":
         if aux.superclasses is None:
             raise ClusterError(
                 "'superclass' needs a dataset whose classes have superclasses (CIFAR-100's 20 coarse classes); "
@@ -116,35 +163,35 @@ def build_cluster_source(
             raise ClusterError(f"got superclasses for {len(superclasses)} classes but {len(class_names)} classes")
         names = (list(aux.superclass_names) if aux.superclass_names is not None
                  else [f"superclass{i}" for i in range(max(superclasses, default=-1) + 1)])
-        return FixedClusterSource(spec, _class_level_clusters(labels, superclasses,
+        return FixedClusterSource(part, _class_level_clusters(labels, superclasses,
                                                               [names[s] for s in superclasses]))
-    if spec.kind == "kmeans":
-        too_large = [k for k in spec.numbers if k > num_samples]
+    if part.kind == "kmeans":
+        too_large = [k for k in part.numbers if k > num_samples]
         if too_large:
             raise ClusterError(
-                f"'{spec}' asks for K={too_large[0]} clusters but the training set has only N={num_samples} "
+                f"'{part}' asks for K={too_large[0]} clusters but the training set has only N={num_samples} "
                 f"samples; use K <= {num_samples}"
             )
-        return KMeansSource(spec, num_samples, kmeans_options or KMeansOptions())
-    if spec.kind == "wordnet":
+        return KMeansSource(part, num_samples, kmeans_options or KMeansOptions())
+    if part.kind == "wordnet":
         wordnet = load_wordnet(wordnet_dir)
-        ancestors = [wordnet.ancestor_at_depth(offset, spec.number)
+        ancestors = [wordnet.ancestor_at_depth(offset, part.number)
                      for offset in class_synsets(class_names, aux.wnids)]
         names = {offset: wordnet.lemmas(offset)[0] for offset in ancestors}
-        return FixedClusterSource(spec, _class_level_clusters(labels, ancestors,
+        return FixedClusterSource(part, _class_level_clusters(labels, ancestors,
                                                               [names[offset] for offset in ancestors]))
-    if spec.kind == "attributes":
+    if part.kind == "attributes":
         if aux.attributes is None:
             raise ClusterError(
-                f"'{spec}' needs per-sample attributes but this dataset has none; "
+                f"'{part}' needs per-sample attributes but this dataset has none; "
                 "use a dataset with attribute columns (e.g. UT-Zappos50K, CUB) or another clusters spec"
             )
         if len(aux.attributes) != num_samples:
             raise ClusterError(f"got attributes for {len(aux.attributes)} samples but labels for {num_samples}")
-        return FixedClusterSource(spec, attribute_clusters(aux.attributes, spec.number, aux.attribute_names))
-    build = merged_classes if spec.kind == "merge" else split_classes  # the synthetic sets
+        return FixedClusterSource(part, attribute_clusters(aux.attributes, part.number, aux.attribute_names))
+    build = merged_classes if part.kind == "merge" else split_classes  # the synthetic sets
     seed = kmeans_options.seed if kmeans_options else 0
-    return FixedClusterSource(spec, build(labels, len(class_names), spec.number, seed))
+    return FixedClusterSource(part, build(labels, len(class_names), part.number, seed))
 
 
 def statistics_table(aux: AuxiliaryInfo, wordnet_dir: str = DEFAULT_WORDNET_DIR) -> list[dict]:

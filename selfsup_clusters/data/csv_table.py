@@ -2,9 +2,11 @@
 
 One row per image. Column names come from `data.csv` (defaults `path`, `class`, `split`); image paths are relative
 to --data-root (default: the table's folder). `split` holds `train` or `test`; without that column the rows get a
-seeded 80/20 split. Every other column (or those listed in `data.csv.attribute_columns`) is a discrete attribute:
-binary or categorical values, each column's distinct values numbered in sorted order. `data.csv.class_column=null`
-loads a table without labels (every label -1).
+seeded 80/20 split. Every other column (or those listed in `data.csv.attribute_columns`) is a discrete attribute,
+binary or categorical; a categorical column becomes one binary indicator per value. Columns listed in
+`data.csv.tag_columns` hold several tags per image (separated by `data.csv.tag_separator`) and become one indicator
+per tag (the `data.csv.max_tags` most frequent). `attributes:K` clusters combinations of the K highest-entropy
+indicators (clusters/attributes.py). `data.csv.class_column=null` loads a table without labels (every label -1).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from selfsup_clusters.clusters.attributes import categorical_indicators, tag_indicators
 from selfsup_clusters.config import DataConfig
 from selfsup_clusters.data.base import ImageDataset, Split
 from selfsup_clusters.data.imagefolder import (
@@ -74,11 +77,15 @@ def load_csv_table(cfg: DataConfig, path: str | None = None) -> ImageDataset:
             raise UserError(f"{table} has no column {c.class_column!r} (its columns: {', '.join(columns)}); name "
                             "the class column with data.csv.class_column=COLUMN, or data.csv.class_column=null "
                             "for a dataset without labels")
-    special = {c.path_column, c.class_column, c.split_column}
-    attribute_names = list(c.attribute_columns) if c.attribute_columns is not None else [
+    special = {c.path_column, c.class_column, c.split_column, *c.tag_columns}
+    attribute_columns = list(c.attribute_columns) if c.attribute_columns is not None else [
         name for name in columns if name not in special]
-    for name in attribute_names:
+    for name in attribute_columns:
         _require(table, columns, name, "data.csv.attribute_columns")
+    for name in c.tag_columns:
+        _require(table, columns, name, "data.csv.tag_columns")
+    if c.max_tags < 0:
+        raise UserError(f"data.csv.max_tags must be >= 0 (0: every tag), got {c.max_tags}")
 
     paths = []
     for row_number, row in enumerate(rows, start=2):
@@ -95,8 +102,12 @@ def load_csv_table(cfg: DataConfig, path: str | None = None) -> ImageDataset:
         labels, class_names = _codes([row[c.class_column].strip() for row in rows])
     else:
         labels, class_names = torch.full((len(rows),), -1, dtype=torch.int64), []
-    attributes = (torch.stack([_codes([row[name].strip() for row in rows])[0] for name in attribute_names], dim=1)
-                  if attribute_names else None)
+    indicators = [categorical_indicators(*_codes([row[name].strip() for row in rows]), name)
+                  for name in attribute_columns]
+    indicators += [tag_indicators([row[name] for row in rows], name, c.tag_separator, c.max_tags)
+                   for name in c.tag_columns]
+    attribute_names = [name for _, names in indicators for name in names]
+    attributes = torch.cat([table for table, _ in indicators], dim=1) if attribute_names else None
     everything = Split(None, labels, attributes, paths)
 
     if c.split_column in columns:

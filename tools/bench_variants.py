@@ -1,0 +1,97 @@
+"""Training speed of setting variants, measured alternately in one invocation (this machine's run-to-run noise is
+about 15%, so variants timed in separate invocations are not comparable).
+
+    .venv/bin/python tools/bench_variants.py --variant base= --variant compile=model.compile=true \
+        [--variant NAME=key=value,key=value ...] [--steps 10] [--rounds 3] [--out bench_out/variants.json] \
+        [key=value ...]
+
+Every variant is a run built by `run.setup` with the shared key=value overrides plus its own, trained by
+`trainer.train_epoch` (the loop itself). Round 0 warms every variant up (kernel selection, compilation); then each
+round times `--steps` steps of each variant in turn. Reported per variant: the median images/s (both views),
+the FLOPs of one step (torch.utils.flop_counter), and MFU against the measured peak (`bench.peak_flops`, the
+better of a large matmul and a large convolution) and against the CPU's physical peak (`bench.physical_peak`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from selfsup_clusters.bench import peak_flops, step_flops  # noqa: E402
+from selfsup_clusters.config import load_config  # noqa: E402
+from selfsup_clusters.data import load_dataset  # noqa: E402
+from selfsup_clusters.logger import RunLogger  # noqa: E402
+from selfsup_clusters.run import resolve_device, setup  # noqa: E402
+from selfsup_clusters.tables import format_table  # noqa: E402
+from selfsup_clusters.trainer import train_epoch  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", action="append", required=True, metavar="NAME=key=value,...")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default="bench_out/variants.json")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    shared = ["log.progress=false", "log.tensorboard=false", "log.every_steps=0", *args.overrides]
+    variants = {}
+    for text in args.variant:
+        name, _, settings = text.partition("=")
+        variants[name] = [s for s in settings.split(",") if s]
+    data = load_dataset(load_config(overrides=shared).data)
+    runs, loggers, rates, flops = {}, {}, {name: [] for name in variants}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, settings in variants.items():
+            cfg = load_config(overrides=[*shared, *settings, f"out={tmp}/{name}"])
+            runs[name] = run = setup(cfg, data=data)
+            loggers[name] = RunLogger(run.out_dir, tensorboard=False)
+            run.steps_per_epoch = args.steps
+        for round_ in range(args.rounds + 1):
+            for name, run in runs.items():
+                record = train_epoch(run, round_, loggers[name])
+                if round_:
+                    rates[name].append(record["images_per_s"])
+                print(f"round {round_}{' (warm-up)' if not round_ else ''} {name}: "
+                      f"{record['images_per_s']:.0f} images/s", flush=True)
+        for name, run in runs.items():
+            flops[name] = step_flops(run)
+    first = next(iter(runs.values()))
+    device = resolve_device(first.cfg.device)
+    peaks = {precision: peak_flops(device, torch.bfloat16 if precision == "bf16" else torch.float32)
+             for precision in {run.precision for run in runs.values()}}
+    rows = []
+    for name, run in runs.items():
+        images_per_s = statistics.median(rates[name])
+        steps_per_s = images_per_s / (run.cfg.batch_size * run.cfg.augment.views)
+        achieved = flops[name] * steps_per_s / 1e9
+        peak = peaks[run.precision]
+        rows.append({"variant": name, "settings": ",".join(variants[name]) or "-", "precision": run.precision,
+                     "images/s": round(images_per_s), "all rounds": " ".join(f"{r:.0f}" for r in rates[name]),
+                     "GFLOP/step": flops[name] / 1e9, "GFLOP/s": round(achieved),
+                     "MFU measured": achieved / peak["peak_gflops"],
+                     "MFU physical": achieved / peak["physical"]["gflops"] if peak["physical"] else "-"})
+    report = {"settings": {"shared": shared, "steps": args.steps, "rounds": args.rounds,
+                           "threads": torch.get_num_threads()}, "peaks": peaks, "rows": rows}
+    print(format_table(rows))
+    for precision, peak in peaks.items():
+        physical = peak["physical"]
+        print(f"{precision}: measured peak {peak['peak_gflops']:.0f} GFLOP/s (matmul {peak['matmul_gflops']:.0f}, "
+              f"convolution {peak['conv_gflops']:.0f}); physical peak "
+              + (f"{physical['gflops']:.0f} GFLOP/s ({physical['formula']})" if physical else "not modelled"))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
