@@ -5,11 +5,11 @@ Checking a name or listing the methods imports the method classes only, never th
 
 from __future__ import annotations
 
-from baselines.cross_entropy import ClusterCrossEntropy, Supervised
-from baselines.moco import MoCo
-from baselines.pcl import PCL
-from baselines.simclr import SimCLR
 from selfsup_clusters.backbones import create_backbone
+from selfsup_clusters.baselines.cross_entropy import ClusterCrossEntropy, Supervised
+from selfsup_clusters.baselines.moco import MoCo
+from selfsup_clusters.baselines.pcl import PCL
+from selfsup_clusters.baselines.simclr import SimCLR
 from selfsup_clusters.cl_infonce import ClInfoNCE
 from selfsup_clusters.config import Config
 from selfsup_clusters.errors import UserError

@@ -144,6 +144,9 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
     distributed.init()
     try:
         run = setup(cfg, resume)
+        if run.start_epoch >= run.cfg.epochs:  # before the logger, whose purge step would drop the last epoch's events
+            raise UserError(f"{run.out_dir} already finished its {run.cfg.epochs} epochs; its results are in "
+                            "final.json")
     except BaseException:
         # A bad config must not leave the process group standing: under torchrun its (NCCL) threads would abort
         # every process at exit (SIGABRT) instead of letting it exit with the error's status.
@@ -159,8 +162,6 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
     record: dict = {}
     total_start = time.perf_counter()
     try:
-        if run.start_epoch >= cfg.epochs:
-            raise UserError(f"{run.out_dir} already finished its {cfg.epochs} epochs; its results are in final.json")
         labelled = bool((run.data.train.labels >= 0).any() and (run.data.test.labels >= 0).any())
         if not labelled and distributed.is_main():
             print(f"{cfg.data.name} has no labels: kNN and linear evaluation are off", flush=True)

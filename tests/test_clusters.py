@@ -92,7 +92,7 @@ def test_kmeans_recovers_blobs_deterministically(one_faiss_thread):
 
 
 def test_pcl_concentration_formula():
-    from baselines.pcl import pcl_concentration
+    from selfsup_clusters.baselines.pcl import pcl_concentration
 
     ids = np.array([0, 0, 1, 1, 1, 2, 3, 3])
     distance = np.sqrt([1.0, 9.0, 4.0, 4.0, 4.0, 0.0, 0.25, 0.25])

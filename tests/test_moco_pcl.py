@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from baselines.pcl import sample_negative_prototypes
+from selfsup_clusters.baselines.pcl import sample_negative_prototypes
 from selfsup_clusters.clusters import Assignments
 from selfsup_clusters.config import load_config
 from selfsup_clusters.errors import UserError
@@ -191,7 +191,7 @@ def test_pcl_before_clusters_is_moco():
 
 
 def test_pcl_adds_the_mean_prototype_loss_once_clusters_arrive():
-    from baselines.pcl import pcl_concentration
+    from selfsup_clusters.baselines.pcl import pcl_concentration
 
     _, pcl = make_method("pcl", "method_args.proto_negatives=3")
     checkpointed = set(pcl.state_dict())

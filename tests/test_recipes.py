@@ -180,12 +180,12 @@ def test_base_temperature_scales_the_loss_by_t_over_base_t(name):
 
 def test_pcl_warns_when_k_is_not_far_above_the_batch(caplog):
     cfg = load_config(overrides=[*TINY, "method=pcl", "batch_size=16"])
-    with caplog.at_level(logging.WARNING, logger="baselines.pcl"):
+    with caplog.at_level(logging.WARNING, logger="selfsup_clusters.baselines.pcl"):
         build_method(cfg, 1, num_clusters=[32, 200])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "K=32 " in warnings[0]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="baselines.pcl"):
+    with caplog.at_level(logging.WARNING, logger="selfsup_clusters.baselines.pcl"):
         build_method(cfg, 1, num_clusters=[200])
     assert not caplog.records
 

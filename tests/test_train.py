@@ -52,3 +52,17 @@ def test_small_stem_keeps_the_resolution(backbone):
     small = create_backbone(ModelConfig(backbone=backbone, stem="small"), in_chans=3)
     assert small.conv1.stride == (1, 1) and isinstance(small.maxpool, torch.nn.Identity)
     assert small(torch.zeros(2, 3, 32, 32)).shape == (2, small.num_features)
+
+
+def test_resuming_a_finished_run_refuses_and_keeps_its_tensorboard_log(tmp_path):
+    out = tmp_path / "run"
+    train(load_config(overrides=[*TINY, "eval.linear=false", "eval.projector=0", f"out={out}"]))
+
+    def epoch_losses() -> int:
+        events = EventAccumulator(str(out), size_guidance={"scalars": 0})
+        events.Reload()
+        return len(events.Scalars("epoch/loss"))
+
+    assert epoch_losses() == 2
+    assert main(["train", "--resume", str(out)]) == 2  # "already finished its 2 epochs"
+    assert epoch_losses() == 2  # a logger opened for the refused resume would have purged the last epoch's events

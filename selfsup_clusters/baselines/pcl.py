@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import torch
 
-from baselines.moco import MoCo
+from selfsup_clusters.baselines.moco import MoCo
 from selfsup_clusters.clusters.spec import parse_spec
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.losses import proto_nce
