@@ -13,7 +13,6 @@ Prints tables and writes JSON.
 from __future__ import annotations
 
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from selfsup_clusters.errors import UserError
 from selfsup_clusters.evaluate import extract_features, weighted_knn
 from selfsup_clusters.logger import RunLogger
 from selfsup_clusters.methods import method_class
+from selfsup_clusters.provenance import cpu_fields, cpu_name
 from selfsup_clusters.run import Run, autocast, resolve_device, resolve_precision, setup
 from selfsup_clusters.tables import format_table
 from selfsup_clusters.trainer import clustering_due, epoch_generator, train_epoch, update_clusters
@@ -90,17 +90,9 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> dict:
 
 def cpu_flags() -> tuple[set[str], float | None, int | None]:
     """/proc/cpuinfo's flags, clock (MHz) and AMD/Intel family of the first CPU (empty/None where unknown)."""
-    flags, mhz, family = set(), None, None
-    cpuinfo = Path("/proc/cpuinfo")
-    for line in cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []:
-        key, _, value = (part.strip() for part in line.partition(":"))
-        if key == "flags" and not flags:
-            flags = set(value.split())
-        elif key == "cpu MHz" and mhz is None:
-            mhz = float(value)
-        elif key == "cpu family" and family is None:
-            family = int(value)
-    return flags, mhz, family
+    fields = cpu_fields()
+    mhz, family = fields.get("cpu MHz"), fields.get("cpu family")
+    return set(fields.get("flags", "").split()), float(mhz) if mhz else None, int(family) if family else None
 
 
 def physical_peak(device: torch.device, dtype: torch.dtype) -> dict | None:
@@ -155,13 +147,25 @@ def data_seconds(run: Run, steps: int) -> float:
     return time.perf_counter() - start
 
 
+def timed_run(cfg: Config, data: ImageDataset, steps: int) -> tuple[Run, RunLogger]:
+    """A run built as training builds it, whose `train_epoch` times `steps` steps (the benchmarks' unit)."""
+    run = setup(cfg, data=data)
+    run.steps_per_epoch = steps
+    return run, RunLogger(run.out_dir, tensorboard=False)
+
+
+def write_report(report: dict, path: str | Path) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {out}")
+
+
 def bench_method(cfg: Config, data: ImageDataset, steps: int, warmup_steps: int,
                  peak: dict) -> tuple[dict, Run]:
-    run = setup(cfg, data=data)
-    logger = RunLogger(run.out_dir, tensorboard=False)
+    run, logger = timed_run(cfg, data, warmup_steps)  # warm-up: kernel selection, allocator growth, compilation
     if clustering_due(run, 0):
         update_clusters(run, 0, logger)
-    run.steps_per_epoch = warmup_steps  # kernel selection, allocator growth, compilation
     train_epoch(run, 0, logger)
     flops = step_flops(run)
     run.steps_per_epoch = steps
@@ -268,21 +272,9 @@ def run_bench(args) -> dict:
         knn = bench_knn(runs[0], args.knn_train, args.knn_test, cfg.eval.knn_k)
     report = {"machine": machine, "settings": settings, "peak": peak, "methods": results, "kmeans": kmeans,
               "knn": knn}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
     print(format_report(report))
-    print(f"written to {out}")
+    write_report(report, args.out)
     return report
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def format_report(report: dict) -> str:

@@ -43,8 +43,8 @@ class Method(nn.Module):
         self.seed = cfg.seed
         t = cfg.method_args.temperature
         self.temperature: float | None = self.recipe.get("method_args.temperature") if t is None else t
-        spec = parse_spec(cfg.clusters.spec) if self.uses_clusters else None
-        self.cluster_weights: list[float] = spec.clustering_weights() if spec else []
+        self.cluster_spec = parse_spec(cfg.clusters.spec) if self.uses_clusters else None
+        self.cluster_weights: list[float] = self.cluster_spec.clustering_weights() if self.cluster_spec else []
 
     def training_step(self, views: list[torch.Tensor], index: torch.Tensor, label: torch.Tensor) -> dict:
         raise NotImplementedError

@@ -53,14 +53,23 @@ def faiss_version() -> dict[str, str | None]:
     return {"faiss": None}
 
 
-def cpu_name() -> str:
+def cpu_fields() -> dict[str, str]:
+    """The first CPU's fields in /proc/cpuinfo ("model name", "flags", "cpu MHz", ...); empty where there is none."""
+    fields: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return fields
+    for line in lines:
+        if not line.strip():
+            break  # the end of the first CPU's block
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_name() -> str:
+    return cpu_fields().get("model name") or platform.processor() or platform.machine()
 
 
 def git_state() -> tuple[str | None, bool | None]:

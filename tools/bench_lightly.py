@@ -37,11 +37,10 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from selfsup_clusters.backbones import create_backbone  # noqa: E402
+from selfsup_clusters.bench import timed_run, write_report  # noqa: E402
 from selfsup_clusters.config import load_config  # noqa: E402
 from selfsup_clusters.data import load_dataset  # noqa: E402
 from selfsup_clusters.evaluate import extract_features, weighted_knn  # noqa: E402
-from selfsup_clusters.logger import RunLogger  # noqa: E402
-from selfsup_clusters.run import setup  # noqa: E402
 from selfsup_clusters.trainer import train_epoch  # noqa: E402
 
 LIGHTLY = {"min_scale": 0.3, "temperature": 0.2, "lr": 0.3, "momentum": 0.9, "workers": 2}
@@ -115,15 +114,8 @@ class LightlySimCLR:
         return torch.cat([self.backbone((chunk - mean_t) / std_t) for chunk in rgb.split(1024)])
 
 
-def ours(cfg, data, steps: int):
-    run = setup(cfg, data=data)
-    logger = RunLogger(run.out_dir, tensorboard=False)
-    run.steps_per_epoch = steps
-    return run, logger
-
-
 def speed(cfg, data, steps: int, rounds: int) -> dict:
-    run, logger = ours(cfg, data, steps)
+    run, logger = timed_run(cfg, data, steps)
     theirs = LightlySimCLR(cfg, data.train.images)
     images = steps * cfg.batch_size * 2
     ours_rates, theirs_rates = [], []
@@ -145,7 +137,7 @@ def race(cfg, data, images: int) -> dict:
     train = data.train.first(images)
     subset = dataclasses.replace(data, train=train)
     steps = images // cfg.batch_size
-    run, logger = ours(cfg, subset, steps)
+    run, logger = timed_run(cfg, subset, steps)
     start = time.perf_counter()
     train_epoch(run, 0, logger)
     ours_seconds = time.perf_counter() - start
@@ -188,10 +180,7 @@ def main() -> None:
             held_out = cfg.data.val_fraction or 0.1
             report["race"] = race(cfg, data.holdout(held_out), args.race_images)
             print(json.dumps(report["race"], indent=2), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written to {out}")
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

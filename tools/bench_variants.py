@@ -15,7 +15,6 @@ better of a large matmul and a large convolution) and against the CPU's physical
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -25,11 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from selfsup_clusters.bench import peak_flops, step_flops  # noqa: E402
+from selfsup_clusters.bench import peak_flops, step_flops, timed_run, write_report  # noqa: E402
 from selfsup_clusters.config import load_config  # noqa: E402
 from selfsup_clusters.data import load_dataset  # noqa: E402
-from selfsup_clusters.logger import RunLogger  # noqa: E402
-from selfsup_clusters.run import resolve_device, setup  # noqa: E402
+from selfsup_clusters.run import resolve_device  # noqa: E402
 from selfsup_clusters.tables import format_table  # noqa: E402
 from selfsup_clusters.trainer import train_epoch  # noqa: E402
 
@@ -52,9 +50,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, settings in variants.items():
             cfg = load_config(overrides=[*shared, *settings, f"out={tmp}/{name}"])
-            runs[name] = run = setup(cfg, data=data)
-            loggers[name] = RunLogger(run.out_dir, tensorboard=False)
-            run.steps_per_epoch = args.steps
+            runs[name], loggers[name] = timed_run(cfg, data, args.steps)
         for round_ in range(args.rounds + 1):
             for name, run in runs.items():
                 record = train_epoch(run, round_, loggers[name])
@@ -87,10 +83,7 @@ def main() -> None:
         print(f"{precision}: measured peak {peak['peak_gflops']:.0f} GFLOP/s (matmul {peak['matmul_gflops']:.0f}, "
               f"convolution {peak['conv_gflops']:.0f}); physical peak "
               + (f"{physical['gflops']:.0f} GFLOP/s ({physical['formula']})" if physical else "not modelled"))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written to {out}")
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

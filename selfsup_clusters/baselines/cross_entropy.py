@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup_clusters.clusters.spec import parse_spec
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.method import Method
 
@@ -31,7 +30,7 @@ class ClusterCrossEntropy(Method):
     def __init__(self, cfg, backbone, **kwargs):
         super().__init__(cfg, backbone, **kwargs)
         self.embedding_dim = self.feature_dim
-        if self.uses_clusters and parse_spec(cfg.clusters.spec).dynamic and cfg.clusters.warmup > 0:
+        if self.cluster_spec is not None and self.cluster_spec.dynamic and cfg.clusters.warmup > 0:
             raise UserError(f"method {self.name!r} predicts cluster ids from the first step, so its k-means "
                             f"clusters cannot wait for a warm-up: use clusters.warmup=0 "
                             f"(got {cfg.clusters.warmup})")

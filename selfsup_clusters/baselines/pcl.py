@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 from selfsup_clusters.baselines.moco import MoCo
-from selfsup_clusters.clusters.spec import parse_spec
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.losses import proto_nce
 
@@ -79,7 +78,7 @@ class PCL(MoCo):
         super().__init__(cfg, backbone, **kwargs)
         if cfg.method_args.proto_negatives < 0:
             raise UserError(f"method_args.proto_negatives must be >= 0 (got {cfg.method_args.proto_negatives})")
-        fixed = [str(part) for part in parse_spec(cfg.clusters.spec).parts if not part.dynamic]
+        fixed = [str(part) for part in self.cluster_spec.parts if not part.dynamic]
         if fixed:
             raise UserError(f"method 'pcl' learns from k-means prototypes only, and '{fixed[0]}' is not k-means; "
                             "use k-means parts only, e.g. --clusters kmeans:500,1000 or kmeans:500+kmeans:1000@0.5")
