@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from selfsup_clusters.clusters import KMeansOptions, run_kmeans
-from selfsup_clusters.config import Config, load_config
+from selfsup_clusters.config import Config, load_config, split_values
 from selfsup_clusters.data import ImageDataset, Split, load_dataset
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.evaluate import extract_features, weighted_knn
@@ -152,6 +152,16 @@ def timed_run(cfg: Config, data: ImageDataset, steps: int) -> tuple[Run, RunLogg
     run = setup(cfg, data=data)
     run.steps_per_epoch = steps
     return run, RunLogger(run.out_dir, tensorboard=False)
+
+
+def parse_variants(texts: list[str]) -> dict[str, list[str]]:
+    """["base=", "t2=method_args.temperature=0.2,augment.crop_scale=[0.3,1.0]"] -> {name: [key=value, ...]} (the
+    benchmark tools' --variant); commas inside brackets belong to one value."""
+    variants = {}
+    for text in texts:
+        name, _, settings = text.partition("=")
+        variants[name] = split_values(settings)
+    return variants
 
 
 def write_report(report: dict, path: str | Path) -> None:

@@ -5,6 +5,7 @@ An unknown key anywhere is an error, so a typo never silently trains the wrong e
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +78,9 @@ class ModelConfig:
     proj_hidden_dim: int = 2048
     proj_dim: int = 128
     channels_last: bool = True  # NHWC memory layout: measured ~15% faster for ResNets on this CPU
+    # CPU: convolutions with a 1x1 output (a ResNet's last stage at 28 px) as unfold + matmul; oneDNN's backward
+    # for them measured 6x slower (selfsup_clusters/backbones.py, PointOutputConv2d)
+    point_conv_matmul: bool = True
     compile: bool = False  # torch.compile the backbone (a minute or more of compiling first; pays off on GPUs)
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (all ranks), not per rank
 
@@ -211,6 +215,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     method = _final_method(probe, overrides or [])
     merged = OmegaConf.merge(schema, OmegaConf.from_dotlist(recipe_overrides(method)), user)
     return merge_overrides(merged, overrides or [])
+
+
+def split_values(text: str) -> list[str]:
+    """"a=1,b=[0.3,1.0]" -> ["a=1", "b=[0.3,1.0]"]: a comma list whose bracketed values keep their commas (how
+    `tune --grid` and the benchmark tools' --variant list key=value settings and values)."""
+    return [part.strip() for part in re.split(r",(?![^\[]*\])", text) if part.strip()]
 
 
 def recipe_overrides(method: str) -> list[str]:

@@ -134,6 +134,8 @@ def build_parts(cfg: Config, data: ImageDataset | None, device: torch.device):
     cluster_source = build_clusters(cfg, data)
     method = build_method(cfg, data.channels, num_classes=len(data.class_names),
                           num_clusters=cluster_source.num_clusters if cluster_source else None).to(device)
+    if cfg.model.channels_last:  # for training and for evaluating a checkpoint alike
+        method = method.to(memory_format=torch.channels_last)
     return data, augment, batches, cluster_source, method
 
 
@@ -173,8 +175,6 @@ def setup(cfg: Config, resume: str | Path | None = None, data: ImageDataset | No
     if kind.needs_labels and bool((data.train.labels < 0).any()):
         raise UserError(f"method {cfg.method!r} needs a label for every training image; this data has unlabelled "
                         "ones - use a self-supervised method")
-    if cfg.model.channels_last:
-        method = method.to(memory_format=torch.channels_last)
     if cfg.model.compile:
         method.backbone.compile()  # in place: the state_dict keeps its keys, so checkpoints stay interchangeable
     if cfg.model.sync_bn:

@@ -172,7 +172,9 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
                 record["clusters"] = cluster_rows
             last = epoch == cfg.epochs - 1
             if labelled and distributed.is_main() and (last or (cfg.eval.every and (epoch + 1) % cfg.eval.every == 0)):
+                eval_start = time.perf_counter()
                 record.update(evaluate(run, final=last, logger=logger))
+                record["eval_time_s"] = time.perf_counter() - eval_start
             # Log first, then checkpoint: resume drops logged epochs the checkpoint does not cover.
             logger.epoch(record, step=(epoch + 1) * run.steps_per_epoch)
             train_time_s = run.train_time_s + time.perf_counter() - total_start
@@ -220,6 +222,8 @@ def _epoch_line(record: dict, epochs: int) -> str:
         line += f"  linear top-1 {record['linear_top1']:.4f}"
     if "nmi" in record:
         line += f"  NMI {record['nmi']:.3f}"
+    if "eval_time_s" in record:
+        line += f"  eval {record['eval_time_s']:.1f}s"
     for row in record.get("clusters", []):
         line += f"  [{row['name']}: {row['num_clusters']} clusters, NMI {row['NMI']:.3f}]"
     return line

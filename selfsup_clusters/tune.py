@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import csv
 import itertools
-import re
 from pathlib import Path
 
 from selfsup_clusters.compare import Entry, budget_line, interval_text, summarise, train_entries
-from selfsup_clusters.config import UserConfig, to_yaml
+from selfsup_clusters.config import UserConfig, split_values, to_yaml
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.methods import method_class
 
@@ -32,7 +31,7 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
     grid: dict[str, list[str]] = {}
     for item in items:
         key, equals, values = item.partition("=")
-        parts = [v.strip() for v in re.split(r",(?![^\[]*\])", values) if v.strip()]
+        parts = split_values(values)
         if not equals or not key.strip() or not parts:
             raise UserError(f"--grid {item!r}: expected key=v1,v2,... (e.g. --grid optim.lr=0.1,0.3)")
         if key.strip() in grid:

@@ -10,7 +10,7 @@ import torch
 
 from selfsup_clusters import run as run_module
 from selfsup_clusters import trainer
-from selfsup_clusters.bench import synthetic_dataset
+from selfsup_clusters.bench import parse_variants, synthetic_dataset
 from selfsup_clusters.cli import main
 from selfsup_clusters.config import load_config
 from tests.conftest import TINY, needs_fashion_mnist
@@ -199,3 +199,54 @@ def test_compiled_and_eager_backbones_give_the_same_loss():
         losses.append(method.training_step(views, index, index)["loss"])
         losses[-1].backward()
     assert losses[1].item() == pytest.approx(losses[0].item(), rel=1e-4)
+
+
+def test_benchmark_variants_keep_bracketed_values_whole():
+    """--variant NAME=k=v,k=[a,b]: the commas inside brackets belong to one value (augment.crop_scale)."""
+    assert parse_variants(["base=", "crop=augment.crop_scale=[0.3,1.0],method_args.temperature=0.2"]) == {
+        "base": [], "crop": ["augment.crop_scale=[0.3,1.0]", "method_args.temperature=0.2"]}
+
+
+@pytest.mark.parametrize("size, stride, padding, fast", [(1, 1, 1, True), (2, 2, 1, True), (3, 1, 0, True),
+                                                         (5, 1, 1, False)])
+def test_point_output_conv_gives_nn_conv2d_outputs_and_gradients(monkeypatch, size, stride, padding, fast):
+    """model.point_conv_matmul: a 1x1 output goes through unfold + matmul when a backward pass follows, anything
+    else through nn.Conv2d; the output and every gradient (input, weight, bias) equal nn.Conv2d's."""
+    import copy
+
+    from selfsup_clusters import backbones
+
+    calls, unfold = [], torch.nn.functional.unfold
+    monkeypatch.setattr(backbones.F, "unfold", lambda *a, **k: calls.append(1) or unfold(*a, **k))
+    torch.manual_seed(0)
+    reference = torch.nn.Conv2d(8, 6, 3, stride=stride, padding=padding).double()
+    point = copy.deepcopy(reference)
+    point.__class__ = backbones.PointOutputConv2d
+    x = torch.randn(4, 8, size, size, dtype=torch.float64)
+    outputs, grads = [], []
+    for conv in (reference, point):
+        xi = x.clone().requires_grad_()
+        out = conv(xi)
+        out.mul(torch.arange(out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        outputs.append(out)
+        grads.append([xi.grad, conv.weight.grad, conv.bias.grad])
+    assert outputs[0].shape == outputs[1].shape
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-12)
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-12)
+    assert bool(calls) == fast
+    calls.clear()
+    with torch.no_grad():  # no backward to follow (feature extraction): oneDNN's faster forward
+        assert torch.allclose(point(x), outputs[0], atol=1e-12)
+    assert not calls
+
+
+def test_point_conv_matmul_swaps_only_plain_convolutions():
+    from selfsup_clusters.backbones import PointOutputConv2d, create_backbone
+    from selfsup_clusters.config import ModelConfig
+
+    on = create_backbone(ModelConfig(backbone="resnet10t"), 1)
+    off = create_backbone(ModelConfig(backbone="resnet10t", point_conv_matmul=False), 1)
+    assert any(isinstance(m, PointOutputConv2d) for m in on.modules())
+    assert not any(isinstance(m, PointOutputConv2d) for m in off.modules())
+    assert on.state_dict().keys() == off.state_dict().keys()  # checkpoints and exports stay interchangeable

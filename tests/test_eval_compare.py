@@ -105,7 +105,9 @@ def test_compare_writes_results_and_skips_finished_runs(tmp_path, capsys, monkey
     for row in rows:
         assert 0.1 < float(row["knn_top1"]) <= 1 and 0.1 < float(row["linear_top1"]) <= 1
     assert float(rows[0]["nmi"]) > 0 and float(rows[0]["images_per_s"]) > 0
+    assert 0 < float(rows[0]["eval_time_s"]) < float(rows[0]["train_time_s"])  # evaluation's share of the run time
     md = (out / "results.md").read_text()
+    assert "| of which evaluation (s) |" in md
     assert "| simclr |" in md and "FAILED: cl-infonce kmeans:100000" in md
     assert (out / "results.png").stat().st_size > 1000
     assert (out / "simclr" / "seed0" / "final.json").exists()

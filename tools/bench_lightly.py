@@ -1,7 +1,8 @@
 """Our SimCLR against a SimCLR built from lightly, on this machine, in one invocation.
 
-    PYTHONPATH=DIR .venv/bin/python tools/bench_lightly.py [--backbone resnet18] [--batch-size 128] [--steps 20]
-        [--rounds 3] [--race-images 0] [--out bench_out/lightly.json] [key=value ...]
+    PYTHONPATH=DIR .venv/bin/python tools/bench_lightly.py [--backbone NAME] [--batch-size N] [--steps 20]
+        [--rounds 3] [--race-images 0 [--race-variant NAME=key=value,...]] [--out bench_out/lightly.json]
+        [key=value ...]
 
 lightly is not a dependency of this project; install it beside it, without touching .venv:
     .venv/bin/pip install --target DIR --no-deps lightly==1.6.0 lightning-utilities
@@ -15,8 +16,11 @@ run-to-run noise is about 15%.
 
 Race (`--race-images N`): each side trains on the same first N training images of the validation set-up
 (`data.val_fraction` of the training set held out, never the test set) for one pass, then weighted kNN (k=20,
-T=0.07, all N as the bank) on the held-out images: accuracy at equal images seen, with each side's seconds.
-lightly's settings are the issue's "lightly defaults": crop scale 0.3-1, NT-Xent T=0.2, SGD lr 0.3 momentum 0.9.
+T=0.07, all N as the bank) and the linear probe on the held-out images: accuracy at equal images seen, with each
+side's seconds. `--race-variant NAME=key=value,...` (repeatable) races several of our settings against lightly's
+(ours: one epoch of its cosine schedule; default: one variant, the defaults). lightly's settings are the issue's
+"lightly defaults": crop scale 0.3-1, NT-Xent T=0.2, SGD lr 0.3 momentum 0.9, constant. `--rounds 0` skips the
+speed part.
 """
 
 from __future__ import annotations
@@ -31,16 +35,17 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from selfsup_clusters.backbones import create_backbone  # noqa: E402
-from selfsup_clusters.bench import timed_run, write_report  # noqa: E402
+from selfsup_clusters.bench import parse_variants, timed_run, write_report  # noqa: E402
 from selfsup_clusters.config import load_config  # noqa: E402
 from selfsup_clusters.data import load_dataset  # noqa: E402
-from selfsup_clusters.evaluate import extract_features, weighted_knn  # noqa: E402
+from selfsup_clusters.evaluate import extract_features, linear_probe, weighted_knn  # noqa: E402
 from selfsup_clusters.trainer import train_epoch  # noqa: E402
 
 LIGHTLY = {"min_scale": 0.3, "temperature": 0.2, "lr": 0.3, "momentum": 0.9, "workers": 2}
@@ -70,7 +75,8 @@ class LightlySimCLR:
         from lightly.transforms import SimCLRTransform
 
         torch.manual_seed(seed)
-        self.backbone = create_backbone(cfg.model, in_chans=3)
+        # the stock timm model, as a lightly user builds it (without our PointOutputConv2d)
+        self.backbone = create_backbone(dataclasses.replace(cfg.model, point_conv_matmul=False), in_chans=3)
         self.head = SimCLRProjectionHead(self.backbone.num_features, cfg.model.proj_hidden_dim, cfg.model.proj_dim)
         self.model = torch.nn.Sequential(self.backbone, self.head)
         if cfg.model.channels_last:
@@ -106,12 +112,13 @@ class LightlySimCLR:
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Backbone features of un-augmented images, normalised as lightly's transform does (RGB, ImageNet)."""
+        """L2-normalised backbone features (as `extract_features` gives ours) of un-augmented images, the input
+        normalised as lightly's transform does (RGB, ImageNet statistics)."""
         self.model.eval()
         rgb = images.float().div(255).expand(-1, 3, -1, -1)
         mean_t = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
         std_t = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-        return torch.cat([self.backbone((chunk - mean_t) / std_t) for chunk in rgb.split(1024)])
+        return torch.cat([F.normalize(self.backbone((chunk - mean_t) / std_t), dim=1) for chunk in rgb.split(1024)])
 
 
 def speed(cfg, data, steps: int, rounds: int) -> dict:
@@ -132,26 +139,33 @@ def speed(cfg, data, steps: int, rounds: int) -> dict:
             "ours_median": ours_median, "lightly_median": theirs_median, "ratio": ours_median / theirs_median}
 
 
-def race(cfg, data, images: int) -> dict:
-    """One pass over the first `images` training images each; kNN on the held-out validation images."""
+def race(cfg, overrides: list[str], data, images: int, variants: dict[str, list[str]]) -> dict:
+    """One pass over the first `images` training images each (our variants, then lightly); kNN and the linear probe
+    on the held-out validation images."""
     train = data.train.first(images)
     subset = dataclasses.replace(data, train=train)
     steps = images // cfg.batch_size
-    run, logger = timed_run(cfg, subset, steps)
-    start = time.perf_counter()
-    train_epoch(run, 0, logger)
-    ours_seconds = time.perf_counter() - start
-    run.method.eval()
-    bank = extract_features(run.method.features, run.batches.eval(train, 1024), [run.method])
-    query = extract_features(run.method.features, run.batches.eval(data.test, 1024), [run.method])
-    ours_knn = weighted_knn(bank, train.labels, query, data.test.labels, k=20, temperature=0.07)
+    scores = {}
 
+    def score(name: str, seconds: float, bank: torch.Tensor, query: torch.Tensor) -> None:
+        scores[name] = {"seconds": seconds, "validation_images": len(data.test),
+                        "knn_top1": weighted_knn(bank, train.labels, query, data.test.labels, k=20, temperature=0.07),
+                        "linear_top1": linear_probe(bank, train.labels, query, data.test.labels)}
+        print(f"race, {images} images: {name} {json.dumps(scores[name])}", flush=True)
+
+    for name, settings in variants.items():
+        ours = load_config(overrides=[*overrides, *settings, "epochs=1"])
+        run, logger = timed_run(ours, subset, steps)
+        start = time.perf_counter()
+        train_epoch(run, 0, logger)
+        seconds = time.perf_counter() - start
+        run.method.eval()
+        score(name, seconds, *(extract_features(run.method.features, run.batches.eval(split, 1024), [run.method])
+                               for split in (train, data.test)))
     theirs = LightlySimCLR(cfg, train.images)
-    theirs_seconds = theirs.train_steps(steps)
-    theirs_knn = weighted_knn(theirs.features(train.images), train.labels, theirs.features(data.test.images),
-                              data.test.labels, k=20, temperature=0.07)
-    return {"images": images, "steps": steps, "ours_knn_top1": ours_knn, "lightly_knn_top1": theirs_knn,
-            "ours_seconds": ours_seconds, "lightly_seconds": theirs_seconds, "validation_images": len(data.test)}
+    seconds = theirs.train_steps(steps)
+    score("lightly", seconds, theirs.features(train.images), theirs.features(data.test.images))
+    return {"images": images, "steps": steps, "variants": variants, "scores": scores}
 
 
 def main() -> None:
@@ -161,6 +175,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--race-images", type=int, default=0)
+    parser.add_argument("--race-variant", action="append", metavar="NAME=key=value,...",
+                        help="our settings to race (repeatable; default: ours=, the defaults)")
     parser.add_argument("--out", default="bench_out/lightly.json")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -173,13 +189,14 @@ def main() -> None:
         report = {"settings": {"backbone": cfg.model.backbone, "batch_size": cfg.batch_size,
                                "image_size": cfg.data.image_size, "precision": cfg.precision,
                                "threads": torch.get_num_threads(), "lightly": LIGHTLY, "overrides": overrides[5:]}}
-        report["speed"] = speed(cfg, data, args.steps, args.rounds)
-        print(f"images/s, median of {args.rounds}: ours {report['speed']['ours_median']:.0f}, lightly "
-              f"{report['speed']['lightly_median']:.0f}, ratio {report['speed']['ratio']:.2f}", flush=True)
+        if args.rounds:
+            report["speed"] = speed(cfg, data, args.steps, args.rounds)
+            print(f"images/s, median of {args.rounds}: ours {report['speed']['ours_median']:.0f}, lightly "
+                  f"{report['speed']['lightly_median']:.0f}, ratio {report['speed']['ratio']:.2f}", flush=True)
         if args.race_images:
+            variants = parse_variants(args.race_variant or ["ours="])
             held_out = cfg.data.val_fraction or 0.1
-            report["race"] = race(cfg, data.holdout(held_out), args.race_images)
-            print(json.dumps(report["race"], indent=2), flush=True)
+            report["race"] = race(cfg, overrides, data.holdout(held_out), args.race_images, variants)
     write_report(report, args.out)
 
 
