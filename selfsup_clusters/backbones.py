@@ -30,9 +30,16 @@ def create_backbone(cfg: ModelConfig, in_chans: int) -> nn.Module:
         model.conv1 = nn.Conv2d(in_chans, out_channels, kernel_size=3, stride=1, padding=1, bias=False)
         model.maxpool = nn.Identity()
     if cfg.point_conv_matmul:
-        for module in model.modules():
-            if type(module) is nn.Conv2d:
-                module.__class__ = PointOutputConv2d  # same parameters and state_dict keys
+        use_point_convolutions(model)
+    return model
+
+
+def use_point_convolutions(model: nn.Module) -> nn.Module:
+    """Every plain nn.Conv2d in `model` (itself included) becomes a PointOutputConv2d, in place: the same
+    parameters and state_dict keys."""
+    for module in model.modules():
+        if type(module) is nn.Conv2d:
+            module.__class__ = PointOutputConv2d
     return model
 
 

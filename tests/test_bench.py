@@ -220,8 +220,7 @@ def test_point_output_conv_gives_nn_conv2d_outputs_and_gradients(monkeypatch, si
     monkeypatch.setattr(backbones.F, "unfold", lambda *a, **k: calls.append(1) or unfold(*a, **k))
     torch.manual_seed(0)
     reference = torch.nn.Conv2d(8, 6, 3, stride=stride, padding=padding).double()
-    point = copy.deepcopy(reference)
-    point.__class__ = backbones.PointOutputConv2d
+    point = backbones.use_point_convolutions(copy.deepcopy(reference))
     x = torch.randn(4, 8, size, size, dtype=torch.float64)
     outputs, grads = [], []
     for conv in (reference, point):

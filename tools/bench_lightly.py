@@ -45,7 +45,8 @@ from selfsup_clusters.backbones import create_backbone  # noqa: E402
 from selfsup_clusters.bench import parse_variants, timed_run, write_report  # noqa: E402
 from selfsup_clusters.config import load_config  # noqa: E402
 from selfsup_clusters.data import load_dataset  # noqa: E402
-from selfsup_clusters.evaluate import extract_features, linear_probe, weighted_knn  # noqa: E402
+from selfsup_clusters.evaluate import linear_probe, weighted_knn  # noqa: E402
+from selfsup_clusters.run_eval import backbone_features  # noqa: E402
 from selfsup_clusters.trainer import train_epoch  # noqa: E402
 
 LIGHTLY = {"min_scale": 0.3, "temperature": 0.2, "lr": 0.3, "momentum": 0.9, "workers": 2}
@@ -112,8 +113,8 @@ class LightlySimCLR:
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """L2-normalised backbone features (as `extract_features` gives ours) of un-augmented images, the input
-        normalised as lightly's transform does (RGB, ImageNet statistics)."""
+        """L2-normalised backbone features (as `run_eval.backbone_features` gives ours) of un-augmented images,
+        the input normalised as lightly's transform does (RGB, ImageNet statistics)."""
         self.model.eval()
         rgb = images.float().div(255).expand(-1, 3, -1, -1)
         mean_t = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -159,9 +160,7 @@ def race(cfg, overrides: list[str], data, images: int, variants: dict[str, list[
         start = time.perf_counter()
         train_epoch(run, 0, logger)
         seconds = time.perf_counter() - start
-        run.method.eval()
-        score(name, seconds, *(extract_features(run.method.features, run.batches.eval(split, 1024), [run.method])
-                               for split in (train, data.test)))
+        score(name, seconds, backbone_features(run, train), backbone_features(run, data.test))
     theirs = LightlySimCLR(cfg, train.images)
     seconds = theirs.train_steps(steps)
     score("lightly", seconds, theirs.features(train.images), theirs.features(data.test.images))

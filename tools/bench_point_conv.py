@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from selfsup_clusters.backbones import PointOutputConv2d  # noqa: E402
+from selfsup_clusters.backbones import use_point_convolutions  # noqa: E402
 
 SHAPES = [  # (batch, in channels, map size), out channels, stride
     ((128, 512, 1), 512, 1), ((128, 256, 2), 512, 2), ((128, 256, 2), 256, 1), ((128, 64, 7), 64, 1)]
@@ -35,8 +35,7 @@ def main() -> None:
     for (batch, channels, size), out_channels, stride in SHAPES:
         conv = torch.nn.Conv2d(channels, out_channels, 3, stride=stride, padding=1, bias=False)
         conv = conv.to(memory_format=torch.channels_last)
-        point = copy.deepcopy(conv)
-        point.__class__ = PointOutputConv2d
+        point = use_point_convolutions(copy.deepcopy(conv))
         x = torch.randn(batch, channels, size, size).to(memory_format=torch.channels_last).requires_grad_()
         output = (size + 2 - 3) // stride + 1
         print(f"{batch}x{channels}x{size}x{size} -> {out_channels}x{output}x{output}: oneDNN "
