@@ -1,5 +1,5 @@
 """`selfsup-clusters` command line: sub-commands train, methods, tune, compare, analyze, claims, eval, export, embed,
-clusters, bench. `key=value` overrides may stand anywhere among a sub-command's options."""
+clusters, bench, cache. `key=value` overrides may stand anywhere among a sub-command's options."""
 
 from __future__ import annotations
 
@@ -136,8 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--knn-test", type=int, default=10000)
     bench.add_argument("--out", default="bench_out/bench.json", help="JSON file (default bench_out/bench.json)")
     bench.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. model.compile=true")
+    add_cache_parser(sub)
     parser.set_defaults(command_parsers=sub.choices)
     return parser
+
+
+def add_cache_parser(sub) -> None:
+    cache = sub.add_parser("cache", help="decode an image folder or CSV table once into the cache training reads "
+                                         "(data.cache; built on first use otherwise)")
+    cache.add_argument("--config", help="YAML config (default: configs/fashion_mnist.yaml)")
+    cache.add_argument("--dataset", help="imagefolder:PATH or csv:PATH")
+    cache.add_argument("--data-root")
+    cache.add_argument("--subset", type=int, help="the first N training images, as training with --subset N reads")
+    cache.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.image_size=64 data.cache_size=80")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -326,9 +337,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from selfsup_clusters.data.cache import prepare_cache
+
+    print(prepare_cache(args.config, config_overrides(args)))
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "methods": cmd_methods, "tune": cmd_tune, "compare": cmd_compare,
             "analyze": cmd_analyze, "claims": cmd_claims, "eval": cmd_eval, "export": cmd_export, "embed": cmd_embed,
-            "clusters": cmd_clusters, "bench": cmd_bench}
+            "clusters": cmd_clusters, "bench": cmd_bench, "cache": cmd_cache}
 
 
 def main(argv: list[str] | None = None) -> int:

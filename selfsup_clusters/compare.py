@@ -236,7 +236,9 @@ def write_results(rows: list[dict], out: Path, cfg: Config, seeds: list[int], fa
     return table + "\n" + "\n".join(notes)
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, reference: dict | None = None) -> None:
+    """Linear and kNN top-1 per row with their intervals; `reference` (the raw-pixel row): its two levels drawn
+    across, so a bar below its line learned less than the pixels hold."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -252,8 +254,11 @@ def plot(rows: list[dict], path: Path) -> None:
                    for m, row in zip(means, rows, strict=True)],
                   [row.get(f"{metric}_high", m) - m if math.isfinite(row.get(f"{metric}_high", m)) else 0.0
                    for m, row in zip(means, rows, strict=True)]]
-        ax.bar([i + offset for i in x], means, width, yerr=errors, capsize=3, label=label)
-    values = [row[m] for row in rows for m in ("linear_top1", "knn_top1") if m in row]
+        bars = ax.bar([i + offset for i in x], means, width, yerr=errors, capsize=3, label=label)
+        if reference is not None and metric in reference:
+            ax.axhline(reference[metric], color=bars.patches[0].get_facecolor(), linestyle="--", linewidth=1,
+                       label=f"{label}: raw pixels")
+    values = [row[m] for row in rows + [reference or {}] for m in ("linear_top1", "knn_top1") if m in row]
     ax.set_ylim(max(0.0, min(values, default=0.0) - 0.1), 1.0)
     ax.set_xticks(list(x), names, rotation=20, ha="right")
     ax.set_ylabel("top-1 accuracy (95% interval)")

@@ -49,6 +49,11 @@ class DataConfig:
     test_subset: int | None = None  # evaluate on the first N test images (None: all)
     image_size: int = 28  # the size the network sees; images are resized on the fly when it differs
     num_workers: int = 4  # image folders and CSV tables: DataLoader processes decoding images (0: the main process)
+    # image folders and CSV tables: decode every image once into a memory-mapped uint8 cache (short side resized
+    # to cache_size, centre crop) and train from it like an in-memory dataset (data/cache.py); false: PIL per image
+    cache: bool = True
+    cache_size: int | None = None  # side of the cached images; None: data.image_size
+    cache_dir: str | None = None  # None: $XDG_CACHE_HOME/selfsup-clusters/decoded (default ~/.cache/...)
     unlabeled: bool = True  # stl10: pre-train on its 100,000 unlabeled images (label -1) too, beside the 5,000 labelled
     wnid_map: str | None = None  # imagefolder/csv: a CSV `class,wnid` giving class names WordNet ids (wordnet:LEVEL)
     csv: CsvConfig = field(default_factory=CsvConfig)
@@ -95,6 +100,9 @@ class OptimConfig:
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.0  # the cosine ends at lr * min_lr_ratio
+    # the update of all parameters at once (torch's foreach kernels; on a CPU torch's default is a per-tensor loop):
+    # bitwise the same result, the step measured faster (docs/speed.md)
+    foreach: bool = True
 
 
 @dataclass
@@ -133,6 +141,9 @@ class ClusterConfig:
 @dataclass
 class EvalConfig:
     every: int = 1  # kNN every N epochs (and always after the last one); 0: only at the end
+    # A learning curve: after each of these epochs (counted from 1) kNN *and* the linear probe, into metrics.jsonl
+    # (claims reads its budget curve from them), e.g. [1, 2, 4]
+    at: list[int] = field(default_factory=list)
     knn_k: int = 200
     knn_t: float = 0.1
     batch_size: int = 1024
@@ -158,7 +169,13 @@ class ClaimsConfig:
     auxiliary: str = "wordnet:8"  # C1, C3: the auxiliary clusters Cl-InfoNCE (and CE) learn from
     kmeans: int = 1000  # C2: K of cl-infonce's and pcl's k-means (the same K for both)
     # C4: synthetic sets beside every auxiliary level of the data (nested merges, random splits)
-    synthetic: list[str] = field(default_factory=lambda: ["merge:2", "merge:5", "split:2"])
+    synthetic: list[str] = field(default_factory=lambda: ["merge:2", "merge:5", "split:2", "split:4", "split:8"])
+    # C4's cluster sets that no other claim trains run on the first N seeds only (0: every seed): one seed buys
+    # the other claims a longer budget, and C4's interval is over the sets, not the seeds
+    level_seeds: int = 0
+    # C4's cluster sets (all of them, the one C1 shares included) train with these key=value settings on top of the
+    # budget, e.g. ["epochs=3", "eval.at=[1,2]"]: C4's own budget; empty: the budget itself
+    level_overrides: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -268,11 +285,15 @@ def validate(cfg: Config) -> None:
         (cfg.batch_size >= 2, "batch_size must be >= 2 (contrastive losses need negatives)"),
         (cfg.data.subset is None or cfg.data.subset >= 2, "data.subset must be >= 2"),
         (cfg.data.image_size >= 8, "data.image_size must be >= 8"),
+        (cfg.data.cache_size is None or cfg.data.cache_size >= 8,
+         "data.cache_size must be >= 8 (or null: data.image_size)"),
         (cfg.augment.views >= 2, "augment.views must be >= 2"),
         (cfg.model.stem in ("timm", "small"), "model.stem must be 'timm' or 'small'"),
         (cfg.optim.name in ("sgd", "adamw"), "optim.name must be 'sgd' or 'adamw'"),
         (0 < cfg.augment.crop_scale[0] <= cfg.augment.crop_scale[1] <= 1, "augment.crop_scale must be 0<a<=b<=1"),
         (cfg.eval.knn_k >= 1, "eval.knn_k must be >= 1"),
+        (all(1 <= epoch <= cfg.epochs for epoch in cfg.eval.at),
+         f"eval.at={list(cfg.eval.at)} names an epoch outside 1..{cfg.epochs} (epochs are counted from 1)"),
         (cfg.clusters.features in ("memory", "forward"), "clusters.features must be 'memory' or 'forward'"),
         (cfg.clusters.every >= 1 and cfg.clusters.warmup >= 0, "clusters.every must be >= 1, clusters.warmup >= 0"),
         (cfg.precision in PRECISIONS, f"precision={cfg.precision!r}; use one of {', '.join(PRECISIONS)}"),
@@ -280,6 +301,7 @@ def validate(cfg: Config) -> None:
         (cfg.method_args.base_temperature is None or cfg.method_args.base_temperature > 0,
          "method_args.base_temperature must be > 0 (or null: no loss scaling)"),
         (0 <= cfg.data.val_fraction < 1, "data.val_fraction must lie in [0, 1): e.g. 0.1 holds 10% out"),
+        (cfg.claims.level_seeds >= 0, "claims.level_seeds must be >= 0 (0: every seed)"),
         (cfg.log.save_every >= 0, "log.save_every must be >= 0 (0: keep only checkpoints/last.pt)"),
     ]
     for ok, message in checks:

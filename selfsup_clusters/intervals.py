@@ -3,7 +3,7 @@
 A number from several seeds is reported as its mean with a Student-t interval; a claim that A beats B is
 the interval of the *paired* per-seed differences (same seed = same data order and initialisation, so the
 seed-to-seed noise both share cancels), and the verdict on it may be "inconclusive". A rank correlation
-over a handful of points gets a bootstrap interval for the same reason.
+over a handful of points gets a Fisher-z interval (Bonett-Wright variance), valid for 7-10 points with ties.
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ class Interval:
     def contains(self, x: float) -> bool:
         """True when low <= x <= high (ends included)."""
         return self.low <= x <= self.high
+
+    def shifted(self, by: float) -> Interval:
+        """The same interval moved by `by` (a margin to a fixed reference: `shifted(-reference)`)."""
+        return Interval(self.mean + by, self.low + by, self.high + by, self.n)
 
     def __str__(self) -> str:
         if self.n == 1:
@@ -98,38 +102,41 @@ def verdict(difference: Interval, expected_sign: int) -> str:
     return AGREES if above == (expected_sign > 0) else DISAGREES
 
 
-def spearman_interval(
-    x: Sequence[float] | np.ndarray,
-    y: Sequence[float] | np.ndarray,
-    confidence: float = 0.95,
-    resamples: int = 2000,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """Spearman rank correlation of paired points with a percentile bootstrap interval.
-
-    Inputs: `x`, `y`: n paired values; `resamples` bootstrap draws from numpy's default_rng(`seed`), each
-    `rng.integers(0, n, size=n)` indices, i.e. n pairs drawn with replacement. Draws in which x or y is
-    constant have no rank correlation and are skipped.
-    Output: (rho, low, high): rho from scipy.stats.spearmanr on all points; low, high the (1-c)/2 and (1+c)/2
-    percentiles of the bootstrap rhos. All three are nan for fewer than 3 points or a constant x or y;
-    low and high are nan when every draw was skipped.
+def correlation_interval(r: float, n: int, controlled: int = 0, confidence: float = 0.95) -> Interval:
+    """Fisher-z interval of a Spearman (partial) rank correlation `r` over `n` points, with Bonett and Wright's
+    (2000) variance (1 + r^2 / 2) / (n - 3 - controlled) for Spearman's rho (`controlled`: variables partialled
+    out). Valid for a handful of points with ties, where a percentile bootstrap is not: it always contains its
+    own estimate, and its width follows n. `Interval.n` is the number of points; a nan r, or n - 3 - controlled
+    < 1, gives an interval of nan bounds (inconclusive).
     """
-    xs, ys = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
+    df = n - 3 - controlled
+    if not math.isfinite(r) or df < 1:
+        return Interval(r, math.nan, math.nan, n)
+    z = math.atanh(min(max(r, -0.999999), 0.999999))  # |r| = 1 (a perfect rank order) stays finite
+    half = float(stats.norm.ppf((1 + confidence) / 2)) * math.sqrt((1 + r * r / 2) / df)
+    return Interval(r, math.tanh(z - half), math.tanh(z + half), n)
+
+
+def partial_spearman(x: Sequence[float], y: Sequence[float], control: Sequence[float]) -> float:
+    """Spearman's rank correlation of `x` and `y` with `control` partialled out: the Pearson partial correlation
+    of the tie-averaged ranks, (r_xy - r_xc r_yc) / sqrt((1 - r_xc^2)(1 - r_yc^2)); nan when any of the three is
+    constant or x or y is a rank function of `control` alone."""
+    ranks = [stats.rankdata(np.asarray(v, dtype=np.float64)) for v in (x, y, control)]
+    if len({len(r) for r in ranks}) != 1:
+        raise ValueError(f"partial_spearman needs paired values: got lengths {[len(r) for r in ranks]}")
+    if any(np.ptp(r) == 0 for r in ranks):
+        return math.nan
+    r = np.corrcoef(ranks)
+    r_xy, r_xc, r_yc = r[0, 1], r[0, 2], r[1, 2]
+    denominator = (1 - r_xc**2) * (1 - r_yc**2)
+    return float((r_xy - r_xc * r_yc) / math.sqrt(denominator)) if denominator > 1e-12 else math.nan
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation (ties averaged); nan for fewer than 3 points or a constant side."""
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if xs.size != ys.size:
-        raise ValueError(f"spearman_interval needs paired values: got {xs.size} x and {ys.size} y")
+        raise ValueError(f"spearman needs paired values: got {xs.size} x and {ys.size} y")
     if xs.size < 3 or np.ptp(xs) == 0 or np.ptp(ys) == 0:
-        return math.nan, math.nan, math.nan
-    rho = float(stats.spearmanr(xs, ys).statistic)
-    draws = np.random.default_rng(seed).integers(0, xs.size, size=(resamples, xs.size))
-    bx, by = xs[draws], ys[draws]
-    varied = (np.ptp(bx, axis=1) > 0) & (np.ptp(by, axis=1) > 0)
-    if not varied.any():
-        return rho, math.nan, math.nan
-    # Spearman's rho is Pearson's r of the (tie-averaged) ranks; ranking all draws at once is ~100x faster
-    # than calling spearmanr once per draw.
-    rx, ry = stats.rankdata(bx[varied], axis=1), stats.rankdata(by[varied], axis=1)
-    rx -= rx.mean(axis=1, keepdims=True)
-    ry -= ry.mean(axis=1, keepdims=True)
-    rhos = (rx * ry).sum(axis=1) / np.sqrt((rx**2).sum(axis=1) * (ry**2).sum(axis=1))
-    low, high = np.percentile(rhos, [100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2])
-    return rho, float(low), float(high)
+        return math.nan
+    return float(stats.spearmanr(xs, ys).statistic)

@@ -64,9 +64,9 @@ def build_optimizer(cfg: Config, model: torch.nn.Module, steps_per_epoch: int):
     lr = o.lr * cfg.batch_size / 256
     if o.name == "sgd":
         optimizer = torch.optim.SGD(groups, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay,
-                                    nesterov=o.nesterov)
+                                    nesterov=o.nesterov, foreach=o.foreach)
     else:
-        optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=o.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=o.weight_decay, foreach=o.foreach)
     total = cfg.epochs * steps_per_epoch
     warmup = min(int(o.warmup_epochs * steps_per_epoch), total - 1)
 

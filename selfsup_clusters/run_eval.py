@@ -26,16 +26,17 @@ def backbone_features(run: Run, split, name: str = "") -> torch.Tensor:
         return extract_features(run.method.features, batches, modules=[run.method])
 
 
-def evaluate(run: Run, final: bool = False, logger: RunLogger | None = None) -> dict:
+def evaluate(run: Run, final: bool = False, logger: RunLogger | None = None, linear: bool = False) -> dict:
     """kNN top-1 on backbone features (eval mode); after the last epoch also the linear probe, the cluster
-    quality of the test features and the TensorBoard projector, as `cfg.eval` asks. With data.val_fraction the
-    "test" split is the validation split."""
+    quality of the test features and the TensorBoard projector, as `cfg.eval` asks; `linear`: the linear probe
+    at another epoch too (a point of `eval.at`'s curve). With data.val_fraction the "test" split is the
+    validation split."""
     cfg, data = run.cfg, run.data
     train_features = backbone_features(run, data.train, "train")
     test_features = backbone_features(run, data.test, "test")
     augmented_probe = final and cfg.eval.linear and cfg.eval.linear_augmented_epochs > 0
     results = evaluate_features(train_features, data.train.labels, test_features, data.test.labels, cfg.eval,
-                                linear=final and cfg.eval.linear and not augmented_probe,
+                                linear=(final or linear) and cfg.eval.linear and not augmented_probe,
                                 clusters=final and cfg.eval.cluster_metrics, seed=cfg.seed,
                                 show_progress=cfg.log.progress)
     kmeans_ids = results.pop("kmeans_ids", None)

@@ -116,7 +116,20 @@ def train_epoch(run: Run, epoch: int, logger: RunLogger) -> dict:
         "epoch_time_s": seconds,
         "images_per_s": images / seconds,
         "data_time_frac": data_time / seconds,
+        "samples_seen": (epoch + 1) * run.steps_per_epoch * batch_size,  # the budget so far (claims' curve axis)
     }
+
+
+def evaluate_epoch(run: Run, epoch: int, logger: RunLogger) -> dict:
+    """The evaluation due after `epoch`, if any: kNN every `eval.every` epochs, kNN and the linear probe at the
+    epochs of `eval.at` (the learning curve), everything after the last epoch; with its time."""
+    cfg = run.cfg
+    last, curve_point = epoch == cfg.epochs - 1, epoch + 1 in cfg.eval.at
+    if not (last or curve_point or (cfg.eval.every and (epoch + 1) % cfg.eval.every == 0)):
+        return {}
+    start = time.perf_counter()
+    results = evaluate(run, final=last, logger=logger, linear=curve_point)
+    return {**results, "eval_time_s": time.perf_counter() - start}
 
 
 def checkpoint_state(run: Run, epoch: int, train_time_s: float) -> dict:
@@ -170,11 +183,8 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict:
             record = {"epoch": epoch, **train_epoch(run, epoch, logger)}
             if cluster_rows:
                 record["clusters"] = cluster_rows
-            last = epoch == cfg.epochs - 1
-            if labelled and distributed.is_main() and (last or (cfg.eval.every and (epoch + 1) % cfg.eval.every == 0)):
-                eval_start = time.perf_counter()
-                record.update(evaluate(run, final=last, logger=logger))
-                record["eval_time_s"] = time.perf_counter() - eval_start
+            if labelled and distributed.is_main():
+                record.update(evaluate_epoch(run, epoch, logger))
             # Log first, then checkpoint: resume drops logged epochs the checkpoint does not cover.
             logger.epoch(record, step=(epoch + 1) * run.steps_per_epoch)
             train_time_s = run.train_time_s + time.perf_counter() - total_start

@@ -192,7 +192,7 @@ def test_stl10_without_its_unlabeled_file_suggests_the_option(tmp_path):
 def test_image_folder_of_wnids_gives_wordnet_clusters(tmp_path):
     fake_tree(tmp_path / "in" / "train", WNIDS, 4)
     fake_tree(tmp_path / "in" / "val", WNIDS[:2], 2)
-    data = load_dataset(data_config(name=f"imagefolder:{tmp_path / 'in'}"))
+    data = load_dataset(data_config(name=f"imagefolder:{tmp_path / 'in'}", cache="false"))  # the files themselves
     assert data.class_names == sorted(WNIDS) and data.train.images is None and data.channels == 3
     assert len(data.train) == 12 and len(data.test) == 4
     assert sorted(data.train.labels.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
@@ -312,7 +312,7 @@ def test_an_unreadable_image_names_its_file_even_from_a_worker(tmp_path, capsys)
 
 def test_file_batches_follow_the_order_and_do_not_depend_on_the_workers(tmp_path):
     fake_table(tmp_path, rows=10)
-    cfg = load_config(overrides=[f"data.name=csv:{tmp_path / 'table.csv'}", "data.image_size=24"])
+    cfg = load_config(overrides=[f"data.name=csv:{tmp_path / 'table.csv'}", "data.image_size=24", "data.cache=false"])
     data = load_dataset(cfg.data)
     augment = BatchAugment(cfg.augment, cfg.data.image_size, data.mean, data.std)
     order = torch.tensor([5, 1, 7, 0, 3, 2, 6])

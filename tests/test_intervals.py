@@ -1,14 +1,12 @@
-"""Intervals over seeds, paired differences, verdicts and the Spearman bootstrap, against hand arithmetic."""
+"""Intervals over seeds, paired differences and verdicts, against hand arithmetic (rank correlations: test_curve.py)."""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
-from scipy import stats
 
-from selfsup_clusters.intervals import Interval, paired_difference, spearman_interval, t_interval, verdict
+from selfsup_clusters.intervals import Interval, paired_difference, t_interval, verdict
 
 T_975_2 = 4.302652729911275  # Student t quantile 0.975 with 2 degrees of freedom (tables: 4.303)
 
@@ -93,34 +91,3 @@ def test_verdict_needs_two_seeds_and_a_sign():
     assert verdict(Interval(0.02, 0.01, 0.03, 1), +1) == "inconclusive"
     with pytest.raises(ValueError, match="expected_sign"):
         verdict(Interval(0.02, 0.01, 0.03, 5), 0)
-
-
-def test_spearman_interval_monotone():
-    x = np.arange(8.0)
-    rho, low, high = spearman_interval(x, x**3 + 1)  # monotone: every resample ranks identically
-    assert (rho, low, high) == pytest.approx((1.0, 1.0, 1.0))
-    rho, low, high = spearman_interval(x, -np.exp(x))
-    assert (rho, low, high) == pytest.approx((-1.0, -1.0, -1.0))
-    # 3 points: 3 of the 27 equally likely draws repeat one point (constant x and y) and must be skipped
-    assert spearman_interval([1.0, 2.0, 3.0], [2.0, 4.0, 8.0]) == pytest.approx((1.0, 1.0, 1.0))
-
-
-def test_spearman_interval_noisy_matches_a_plain_bootstrap():
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=12)
-    y = x + rng.normal(size=12)
-    rho, low, high = spearman_interval(x, y, resamples=300, seed=5)
-    assert rho == pytest.approx(stats.spearmanr(x, y).statistic)
-    assert -1 <= low < rho < high <= 1
-    # the documented procedure, written out: 300 draws of 12 indices from default_rng(5), constant ones skipped
-    draws = np.random.default_rng(5).integers(0, 12, size=(300, 12))
-    rhos = [stats.spearmanr(x[i], y[i]).statistic for i in draws if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0]
-    assert (low, high) == pytest.approx(tuple(np.percentile(rhos, [2.5, 97.5])))
-    assert spearman_interval(x, y, resamples=300, seed=5) == (rho, low, high)
-
-
-def test_spearman_interval_too_few_points():
-    assert all(math.isnan(v) for v in spearman_interval([1.0, 2.0], [3.0, 4.0]))
-    assert all(math.isnan(v) for v in spearman_interval([1.0, 1.0, 1.0], [3.0, 4.0, 5.0]))
-    with pytest.raises(ValueError, match="paired"):
-        spearman_interval([1.0, 2.0, 3.0], [1.0, 2.0])

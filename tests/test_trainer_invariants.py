@@ -232,3 +232,23 @@ def test_warmup_shorter_than_a_step_and_no_warmup():
         optimizer.step()
         scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.256 * 0.5 * (1 + math.cos(math.pi * 7 / 8)))
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_the_foreach_step_is_bitwise_the_per_tensor_loop(name):
+    """optim.foreach (the default) only changes how the update is computed, never its result."""
+    cfg = load_config(overrides=[*TINY, f"optim.name={name}", "optim.nesterov=true", "optim.weight_decay=0.01"])
+    finals = []
+    for foreach in (True, False):
+        cfg.optim.foreach = foreach
+        torch.manual_seed(0)
+        model = tiny_model()
+        optimizer, _ = build_optimizer(cfg, model, steps_per_epoch=10)
+        assert all(group["foreach"] is foreach for group in optimizer.param_groups)
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(3):
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, generator=generator)
+            optimizer.step()
+        finals.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*finals, strict=True))

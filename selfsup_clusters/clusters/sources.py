@@ -152,6 +152,9 @@ def _part_source(part: ClusterPart, aux: AuxiliaryInfo, kmeans_options: KMeansOp
     class_names = list(aux.class_names)
     if part.kind == "labels":
         return FixedClusterSource(part, _class_level_clusters(labels, list(range(len(class_names))), class_names))
+    if part.kind == "instance":
+        return FixedClusterSource(part, Assignments(ids=[torch.arange(num_samples)],
+                                                    names=[[str(i) for i in range(num_samples)]]))
     if part.kind == "superclass":
         if aux.superclasses is None:
             raise ClusterError(

@@ -2,7 +2,11 @@
 `--also`. Parsing, naming and the help string live here and nowhere else.
 
     SPEC := none | PART ['@' WEIGHT] ('+' PART ['@' WEIGHT])*
-    PART := labels | superclass | wordnet:LEVEL | attributes:K | kmeans:K[,K2,...] | merge:K | split:M
+    PART := labels | instance | superclass | wordnet:LEVEL | attributes:K | kmeans:K[,K2,...] | merge:K | split:M
+
+`instance` makes every sample its own cluster (SimCLR's positives): as a part of a composite
+("kmeans:250@0.5+instance@0.5") it keeps each sample's own views among its positives while k-means clusters are
+still noisy.
 
 A spec with several parts ("wordnet:7+wordnet:9", "attributes:4@0.5+kmeans:500") trains on all of them at once:
 Cl-InfoNCE's loss is the weighted mean of its per-part losses, ce has one head per clustering, pcl takes k-means
@@ -23,6 +27,7 @@ from .assignments import ClusterError
 KINDS: dict[str, str | None] = {
     "none": None,
     "labels": None,
+    "instance": None,
     "superclass": None,
     "wordnet": "LEVEL",
     "attributes": "K",
@@ -30,7 +35,7 @@ KINDS: dict[str, str | None] = {
     "merge": "K",
     "split": "M",
 }
-SPEC_HELP = ("none, labels, superclass, wordnet:LEVEL, attributes:K, kmeans:K[,K2,...], merge:K, split:M; "
+SPEC_HELP = ("none, labels, instance, superclass, wordnet:LEVEL, attributes:K, kmeans:K[,K2,...], merge:K, split:M; "
              "several at once joined by '+', each with an optional '@WEIGHT' (wordnet:7@0.5+kmeans:500)")
 _INTEGER = re.compile(r"^\s*\d+\s*$")
 

@@ -8,8 +8,10 @@ the format is simple. A data.noun line is
 
 with w_cnt in hex and p_cnt in decimal. The offset is the line's byte offset
 in the file, so a synset is read by slicing the file at its offset: only the
-synsets a dataset needs are ever parsed. Hypernyms are `@` pointers, instance
-hypernyms `@i`; both are followed.
+synsets a dataset needs are ever parsed. A file holding only some of the lines
+(`WordNet.subset`: the synsets a dataset's classes reach, a few KB instead of
+15 MB, which the device bundle carries) is read by each line's leading offset
+instead. Hypernyms are `@` pointers, instance hypernyms `@i`; both are followed.
 
 Depth and ancestors (the rule a table of results should quote):
 a synset's path is its shortest hypernym path from the root `entity`
@@ -23,7 +25,8 @@ at depth L + 1 lies inside one cluster at depth L.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -75,6 +78,7 @@ class WordNet:
         self._path = path
         self._synsets: dict[int, Synset] = {}
         self._paths: dict[int, tuple[int, ...]] = {}
+        self._starts: dict[int, int] | None = None  # line starts by leading offset, built for a subset file
 
     def synset(self, offset: int) -> Synset:
         if offset not in self._synsets:
@@ -110,14 +114,42 @@ class WordNet:
                 self._paths[offset] = (*best, offset)
         return self._paths[offset]
 
+    def subset(self, offsets: Iterable[int]) -> bytes:
+        """The lines of `offsets` and of every synset their hypernym pointers reach, in offset order: a data.noun
+        holding only them, which this reader accepts and which gives these synsets the same paths."""
+        reached, pending = set(), list(offsets)
+        while pending:
+            offset = pending.pop()
+            if offset not in reached:
+                reached.add(offset)
+                pending.extend(self.synset(offset).hypernyms)
+        return b"".join(self._line(offset) + b"\n" for offset in sorted(reached))
+
+    def _start(self, offset: int) -> int:
+        """Where synset `offset`'s line starts: at byte `offset` in a whole data.noun; in a subset file, wherever the
+        line led by that offset stands (-1: nowhere)."""
+        data = self._data
+        if 0 <= offset and (offset == 0 or data[offset - 1 : offset] == b"\n") and \
+                data[offset : offset + 9] == b"%08d " % offset:
+            return offset
+        if self._starts is None:
+            self._starts = {int(m.group(1)): m.start() for m in re.finditer(rb"^(\d{8}) ", data, re.MULTILINE)}
+        return self._starts.get(offset, -1)
+
+    def _line(self, offset: int) -> bytes:
+        start = self._start(offset)
+        if start < 0:
+            return b""
+        end = self._data.find(b"\n", start)
+        return self._data[start : end if end >= 0 else len(self._data)]
+
     def _parse(self, offset: int) -> Synset:
-        end = self._data.find(b"\n", offset)
-        line = self._data[offset : end if end >= 0 else len(self._data)].decode("utf-8", "replace")
+        line = self._line(offset).decode("utf-8", "replace")
         fields = line.split(" | ", 1)[0].split()
         if offset < 0 or len(fields) < 5 or fields[0] != f"{offset:08d}" or fields[2] not in ("n", "s"):
             raise ClusterError(
-                f"no noun synset at offset {offset:08d} in {self._path}; "
-                "is the wnid right and the file WordNet 3.0?"
+                f"no noun synset at offset {offset:08d} in {self._path}; is the wnid right and the file WordNet 3.0 "
+                "(or a subset of it holding this synset)?"
             )
         word_count = int(fields[3], 16)
         lemmas = tuple(fields[4 + 2 * i] for i in range(word_count))

@@ -1,5 +1,6 @@
 """Dataset registry. Every dataset yields (views, index, label) batches: small ones (Fashion-MNIST, CIFAR, STL-10)
-are held in memory as uint8 tensors, image folders and CSV tables are read from their files.
+are held in memory as uint8 tensors, image folders and CSV tables are read from their files, through their decoded
+cache (data/cache.py; `data.cache=false`: PIL per image, every epoch).
 
 `DATASETS` maps a name to a loader `(DataConfig, path) -> ImageDataset`; `path` is the PATH of the names that take
 one (`imagefolder:PATH`, `csv:PATH`), else None.
@@ -11,6 +12,7 @@ from collections.abc import Callable
 
 from selfsup_clusters.config import DataConfig
 from selfsup_clusters.data.base import ImageDataset, Split
+from selfsup_clusters.data.cache import cache_dataset
 from selfsup_clusters.data.cifar import load_cifar10, load_cifar100
 from selfsup_clusters.data.csv_table import load_csv_table
 from selfsup_clusters.data.fashion_mnist import load_fashion_mnist
@@ -46,6 +48,8 @@ def load_dataset(cfg: DataConfig) -> ImageDataset:
         data.train = data.train.first(cfg.subset)
     if cfg.test_subset is not None:
         data.test = data.test.first(min(cfg.test_subset, len(data.test)))
+    if cfg.cache and data.train.paths is not None:
+        data = cache_dataset(data, cfg)[0]
     return data
 
 

@@ -4,9 +4,10 @@
 (under torchrun `batch_size` is the global batch and each rank yields its equal slice of every batch);
 `eval(split, batch_size)` yields the centre view of every image, in order. Datasets held in memory as one
 uint8 tensor (`Split.images` is a tensor) are augmented in whole batches on the training device
-(`InMemoryBatches`); file-backed ones (`Split.paths`: image folders, CSV tables) are decoded with PIL and augmented
-per image by torchvision transforms in DataLoader worker processes (`FileBatches`). `make_batches` picks the
-implementation for a dataset.
+(`InMemoryBatches`); so are file-backed ones (image folders, CSV tables) read from their decoded cache
+(data/cache.py: `Split.images` memory-mapped beside `Split.paths`), with the per-image pipeline's hue jitter, blur
+and centre crop. With `data.cache=false` they are decoded with PIL and augmented per image by torchvision
+transforms in DataLoader worker processes (`FileBatches`). `make_batches` picks the implementation for a dataset.
 """
 
 from __future__ import annotations
@@ -14,21 +15,29 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from selfsup_clusters import distributed
 from selfsup_clusters.config import AugmentConfig
-from selfsup_clusters.data.augment import BatchAugment
+from selfsup_clusters.data.augment import BatchAugment, blur_kernel_size
 from selfsup_clusters.data.base import ImageDataset, Split
 from selfsup_clusters.errors import UserError
 
+EVAL_CROP = 0.875  # image files' centre view: the central 87.5% (the usual ImageNet evaluation, eval_transform)
+
 
 class InMemoryBatches:
-    def __init__(self, augment: BatchAugment, device: torch.device):
+    """Whole batches of uint8 images augmented on `device`. `decoded_files`: the images are an image folder's or
+    CSV table's decoded cache, augmented and evaluated as `FileBatches` does (hue jitter and blur; the centre crop
+    of EVAL_CROP). Images too large for the device stay in host memory (`make_batches`); each batch is then
+    gathered there and copied over."""
+
+    def __init__(self, augment: BatchAugment, device: torch.device, decoded_files: bool = False):
         self.augment = augment
         self.device = device
+        self.decoded_files = decoded_files
 
     def train(self, split: Split, order: torch.Tensor, batch_size: int,
               generator: torch.Generator) -> Iterator[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]]:
@@ -37,11 +46,19 @@ class InMemoryBatches:
         order, batch_size = rank_order(order, batch_size), batch_size // part[1]
         for step in range(len(order) // batch_size):
             index = order[step * batch_size : (step + 1) * batch_size]
-            yield self.augment.views(split.images[index], generator, part), index, labels[index]
+            images = split.images[index.to(split.images.device)].to(self.device)  # no-ops when held on the device
+            yield (self.augment.views(images, generator, part, like_files=self.decoded_files), index,
+                   labels[index])
 
     def eval(self, split: Split, batch_size: int) -> Iterator[torch.Tensor]:
         for start in range(0, len(split), batch_size):
-            yield self.augment.center(split.images[start : start + batch_size].to(self.device))
+            images = split.images[start : start + batch_size]
+            if self.decoded_files:
+                side = images.shape[-1]
+                crop = round(side * EVAL_CROP)
+                offset = (side - crop) // 2
+                images = images[..., offset : offset + crop, offset : offset + crop]
+            yield self.augment.center(images.to(self.device))
 
 
 def rank_order(order: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -61,18 +78,24 @@ class ImageReadError(UserError):
         super().__init__(message.strip().splitlines()[-1].rpartition("ImageReadError: ")[2])
 
 
-def read_image(path: str) -> torch.Tensor:
-    """(3, H, W) uint8 RGB."""
+def read_image(path: str, size: int | None = None) -> torch.Tensor:
+    """(3, H, W) uint8 RGB; with `size`, the decoded cache's rule (data/cache.py): (3, size, size), the short side
+    resized to `size` and the centre square kept, JPEGs decoded at a reduced DCT scale that keeps both sides >= size.
+    """
     try:
         with Image.open(path) as image:
-            return v2.functional.pil_to_tensor(image.convert("RGB"))
+            if size is None:
+                return v2.functional.pil_to_tensor(image.convert("RGB"))
+            image.draft("RGB", (size, size))
+            fitted = ImageOps.fit(image.convert("RGB"), (size, size), Image.Resampling.BILINEAR)
+            return v2.functional.pil_to_tensor(fitted)
     except (OSError, ValueError) as e:
         raise ImageReadError(f"cannot read image {path}: {e}") from None
 
 
 def train_transform(cfg: AugmentConfig, image_size: int, mean: list[float], std: list[float]) -> v2.Compose:
     """One view, per image: SimCLR/MoCo v2's augmentation (crop, flip, colour jitter, grayscale, blur)."""
-    blur_kernel = max(3, int(0.1 * image_size) // 2 * 2 + 1)  # odd, ~10% of the image (SimCLR)
+    blur_kernel = blur_kernel_size(image_size)
     return v2.Compose([
         v2.RandomResizedCrop(image_size, scale=tuple(cfg.crop_scale), ratio=tuple(cfg.crop_ratio), antialias=True),
         v2.RandomHorizontalFlip(cfg.flip_prob),
@@ -87,7 +110,7 @@ def train_transform(cfg: AugmentConfig, image_size: int, mean: list[float], std:
 def eval_transform(image_size: int, mean: list[float], std: list[float]) -> v2.Compose:
     """The centre view: resize the short side to size/0.875, centre crop (the usual ImageNet evaluation)."""
     return v2.Compose([
-        v2.Resize(round(image_size / 0.875), antialias=True),
+        v2.Resize(round(image_size / EVAL_CROP), antialias=True),
         v2.CenterCrop(image_size),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean, std),
@@ -132,16 +155,16 @@ class FileBatches:
         seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
         dataset = _ImageFiles(split, self.train_transform, self.views, seed)
         order, batch_size = rank_order(order, batch_size), batch_size // distributed.world_size()
-        for views, index, labels in _read(self._loader(dataset, batch_size, order.tolist())):
+        for views, index, labels in read_batches(self._loader(dataset, batch_size, order.tolist())):
             yield ([v.to(self.device, non_blocking=True) for v in views], index.to(self.device),
                    labels.to(self.device))
 
     def eval(self, split: Split, batch_size: int) -> Iterator[torch.Tensor]:
-        for images in _read(self._loader(_ImageFiles(split, self.eval_transform), batch_size)):
+        for images in read_batches(self._loader(_ImageFiles(split, self.eval_transform), batch_size)):
             yield images.to(self.device, non_blocking=True)
 
 
-def _read(loader: DataLoader) -> Iterator:
+def read_batches(loader: DataLoader) -> Iterator:
     """The loader's batches; its workers stop at the end, after an error or when the reader stops early. Left to
     the garbage collector, the workers of an abandoned epoch were seen to hold the next DataLoader up for 5 s."""
     batches = iter(loader)
@@ -156,8 +179,14 @@ Batches = InMemoryBatches | FileBatches
 
 
 def make_batches(data: ImageDataset, augment: BatchAugment, device: torch.device, num_workers: int = 0) -> Batches:
-    """File-backed datasets decode in `num_workers` DataLoader processes; in-memory ones move to the device."""
+    """File-backed datasets without a cache decode in `num_workers` DataLoader processes; in-memory and cached ones
+    move to the device when they take at most half of its free memory (else they stay in host memory)."""
     if data.train.images is None:
         return FileBatches(augment, device, num_workers)
-    data.train.images = data.train.images.to(device)
-    return InMemoryBatches(augment, device)
+    images = data.train.images
+    if device.type == "cuda" and images.device != device and images.nbytes > torch.cuda.mem_get_info(device)[0] / 2:
+        print(f"{images.nbytes / 1e9:.1f} GB of training images stay in host memory (more than half of the free "
+              f"memory of {device}); each batch is copied over", flush=True)
+    else:
+        data.train.images = images.to(device)
+    return InMemoryBatches(augment, device, decoded_files=data.train.paths is not None)
