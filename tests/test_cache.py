@@ -81,11 +81,12 @@ def test_the_cache_holds_every_image_decoded_by_the_rule_in_dataset_order(tmp_pa
 
 
 def test_a_jpeg_is_decoded_at_a_reduced_scale_close_to_the_rule(tmp_path):
-    gradient = np.linspace(0, 255, 96 * 64 * 3).reshape(64, 96, 3).astype(np.uint8)
-    (tmp_path / "folder" / "a").mkdir(parents=True)
-    (tmp_path / "folder" / "b").mkdir(parents=True)
+    y, x = np.mgrid[0:64, 0:96]  # a texture: decoded at too small a scale it blurs away (mean difference 12)
+    wave = (127 + 100 * np.sin(2 * np.pi * x / 20) * np.cos(2 * np.pi * y / 28)).astype(np.uint8)
     for name in ("a", "b"):
-        Image.fromarray(gradient).save(tmp_path / "folder" / name / "0.jpg", quality=95)
+        (tmp_path / "folder" / name).mkdir(parents=True)
+        Image.fromarray(np.stack([wave, 255 - wave, wave // 2 + 60], axis=-1)).save(
+            tmp_path / "folder" / name / "0.jpg", quality=95)
     data = load(tmp_path)
     path = data.train.paths[0]
     assert (data.train.images[0].float() - by_the_rule(path).float()).abs().mean() < 3

@@ -24,8 +24,8 @@ MIB = 1 << 20
 
 def test_the_size_check_refuses_a_bundle_over_the_limit(tmp_path):
     (tmp_path / "wheels").mkdir()
-    (tmp_path / "wheels" / "big.whl").write_bytes(b"\0" * (3 * MIB))
-    (tmp_path / "small.txt").write_bytes(b"\0" * 1000)
+    (tmp_path / "wheels" / "big.whl").write_bytes(b"\0" * (3 * MIB - 2000))
+    (tmp_path / "small.txt").write_bytes(b"\0" * 1000)  # with the tree, 1000 bytes under 4 MiB
     line = device_bundle.check_size(tmp_path, tree_bytes=MIB, limit_mib=5, spare=0.1)
     assert line.startswith("bundle 3.0 MiB + working tree 1.0 MiB = 4.0 MiB of 4.5 MiB allowed")
     with pytest.raises(UserError, match=r"4\.0 MiB of 3\.6 MiB allowed .* too large; .* \(largest: wheels/big.whl"):
