@@ -9,13 +9,13 @@ re-running skips finished levels.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from selfsup_clusters.compare import Entry, interval_text, summarise, train_entries
 from selfsup_clusters.config import UserConfig
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.intervals import Interval, correlation_interval, partial_spearman, spearman
+from selfsup_clusters.tables import write_csv
 
 COLUMNS = ("clusters", "num_clusters", "I_Z_T", "H_Z_given_T", "H_Z", "linear_top1", "linear_top1_low",
            "linear_top1_high", "knn_top1", "knn_top1_low", "knn_top1_high", "seeds")
@@ -86,10 +86,7 @@ def analyze(user: UserConfig, extra: list[str], seeds: list[int], out: Path) -> 
     levels = dict(cluster_levels(user, extra))
     results, failures = train_entries(user, [Entry("cl-infonce", spec) for spec in levels], seeds, out, "analyze")
     rows = [{**levels[result.entry.clusters], **summarise(result)} for result in results]
-    with (out / "analysis.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / "analysis.csv", list(COLUMNS), rows)
     lines = ["| clusters | K | I(Z;T) bits | H(Z|T) bits | H(Z) bits | linear top-1 | kNN top-1 |", "|" + "---|" * 7]
     lines += [f"| {r['clusters']} | {r['num_clusters']} | {r['I_Z_T']:.3f} | {r['H_Z_given_T']:.3f} | "
               f"{r['H_Z']:.3f} | {interval_text(r, 'linear_top1')} | {interval_text(r, 'knn_top1')} |" for r in rows]

@@ -26,7 +26,6 @@ DIR/claims_c1.png ... c4    one figure per claim, raw pixels' level drawn across
 
 from __future__ import annotations
 
-import csv
 import math
 import statistics
 from dataclasses import dataclass
@@ -59,6 +58,7 @@ from selfsup_clusters.curve import (
 )
 from selfsup_clusters.errors import UserError, first_line
 from selfsup_clusters.intervals import Interval, paired_difference, t_interval, verdict
+from selfsup_clusters.tables import write_csv
 
 BUDGETS = ("smoke", "cpu", "gpu")
 METRICS = (("linear_top1", "linear"), ("knn_top1", "kNN"))
@@ -384,13 +384,6 @@ def write_outputs(out: Path, report: list[str], table: list[dict], panels: dict[
               [{"run": r["name"], **{column: r.get(key, "") for column, key in RUN_COLUMNS.items() if key}}
                for r in runs])
     plot_curve(panels, out / "claims_curve.png", PANEL_TITLES)
-
-
-def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def combine(verdicts: list[str]) -> str:

@@ -12,7 +12,6 @@ Re-running the same command skips finished runs and resumes interrupted ones.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
@@ -28,6 +27,7 @@ from selfsup_clusters.errors import Interrupted, UserError, first_line
 from selfsup_clusters.evaluate import linear_probe, raw_pixel_features, weighted_knn
 from selfsup_clusters.intervals import paired_difference, t_interval
 from selfsup_clusters.methods import method_class
+from selfsup_clusters.tables import write_csv
 
 # linear first: the paper's metric
 METRICS = ("linear_top1", "knn_top1", "nmi", "train_time_s", "eval_time_s", "images_per_s")
@@ -216,10 +216,7 @@ def budget_line(cfg: Config, seeds: list[int]) -> str:
 def write_results(rows: list[dict], out: Path, cfg: Config, seeds: list[int], failures: list[str]) -> str:
     """results.csv, results.md and results.png; returns the Markdown table."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    with (out / "results.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / "results.csv", columns, rows)  # every key is a column
     first = rows[0]["name"] if rows else ""
     lines = [f"| method | linear top-1 | kNN top-1 (k={cfg.eval.knn_k}, T={cfg.eval.knn_t}) | linear - {first} "
              f"(paired) | kNN - {first} (paired) | NMI | run time (s) | of which evaluation (s) | seeds |",

@@ -1,8 +1,20 @@
-"""Plain aligned text tables for the terminal (the `clusters`, `bench` and `methods` commands)."""
+"""Tables: plain aligned text for the terminal (the `clusters`, `bench` and `methods` commands), and the one CSV
+writer the reports use (compare, analyze, tune, claims)."""
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import numpy as np
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    """`rows` as CSV with these `columns`, in this order; keys not among them are left out, missing ones empty."""
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def format_table(rows: list[dict]) -> str:

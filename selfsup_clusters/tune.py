@@ -13,7 +13,6 @@ Re-running the same command skips finished points.
 
 from __future__ import annotations
 
-import csv
 import itertools
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from selfsup_clusters.compare import Entry, budget_line, interval_text, summaris
 from selfsup_clusters.config import UserConfig, split_values, to_yaml
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.methods import method_class
+from selfsup_clusters.tables import write_csv
 
 DEFAULT_VAL_FRACTION = 0.1
 
@@ -71,11 +71,8 @@ def tune(user: UserConfig, method: str, grid: dict[str, list[str]], seeds: list[
                     reverse=True)
     columns = ["point", *grid, "linear_top1", "linear_top1_low", "linear_top1_high", "knn_top1", "knn_top1_low",
                "knn_top1_high", "seeds"]
-    with (out / "tune.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, columns, extrasaction="ignore")
-        writer.writeheader()
-        for row, point, result in ranked:
-            writer.writerow({**row, **point, "point": " ".join(result.entry.overrides)})
+    write_csv(out / "tune.csv", columns,
+              [{**row, **point, "point": " ".join(result.entry.overrides)} for row, point, result in ranked])
     scored = user.load(f"method={method}")
     lines = [f"| {' | '.join(grid)} | linear top-1 (validation) | kNN top-1 (validation) | seeds |",
              "|" + "---|" * (len(grid) + 3)]
