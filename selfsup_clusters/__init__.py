@@ -2,7 +2,8 @@
 
 The library API (docs/library.md): the loss `cluster_info_nce`; cluster sources from a spec over `AuxiliaryInfo`
 (`build_cluster_source("labels" | "wordnet:L" | "attributes:K" | "kmeans:K", aux)`); training from Python
-(`train(load_config(...))`); a trained backbone taken out (`export_backbone`, `load_backbone`, `embed`).
+(`train(load_config(...))`, `resume(run_dir)`); a trained backbone taken out (`export_backbone`, `load_backbone`,
+`embed`).
 
 The names load on first use, so `import selfsup_clusters` (and the command line) stays quick.
 """
@@ -12,7 +13,18 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The one version string, pyproject.toml's, as installed; a source tree that was never installed has none."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("selfsup-clusters")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+__version__ = _version()
 
 _EXPORTS = {
     "cluster_info_nce": "selfsup_clusters.losses",
@@ -22,9 +34,10 @@ _EXPORTS = {
     "KMeansOptions": "selfsup_clusters.clusters",
     "build_cluster_source": "selfsup_clusters.clusters",
     "Config": "selfsup_clusters.config",
-    "load_config": "selfsup_clusters.config",
+    "load_config": "selfsup_clusters.recipes",
     "METHODS": "selfsup_clusters.methods",
     "train": "selfsup_clusters.trainer",
+    "resume": "selfsup_clusters.trainer",
     "export_backbone": "selfsup_clusters.export",
     "load_backbone": "selfsup_clusters.export",
     "embed": "selfsup_clusters.export",
@@ -46,6 +59,7 @@ __all__ = [  # the names of _EXPORTS, spelled out for type checkers and linters
     "export_backbone",
     "load_backbone",
     "load_config",
+    "resume",
     "train",
 ]
 
@@ -64,10 +78,11 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from selfsup_clusters.clusters import Assignments, ClusterSource, KMeansOptions, build_cluster_source
-    from selfsup_clusters.config import Config, load_config
+    from selfsup_clusters.config import Config
     from selfsup_clusters.data.base import AuxiliaryInfo
     from selfsup_clusters.errors import UserError
     from selfsup_clusters.export import embed, export_backbone, load_backbone
     from selfsup_clusters.losses import cluster_info_nce
     from selfsup_clusters.methods import METHODS
-    from selfsup_clusters.trainer import train
+    from selfsup_clusters.recipes import load_config
+    from selfsup_clusters.trainer import resume, train

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from selfsup_clusters.compare import Entry, interval_text, summarise, train_entries
-from selfsup_clusters.config import UserConfig
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.intervals import Interval, correlation_interval, partial_spearman, spearman
-from selfsup_clusters.tables import write_csv
+from selfsup_clusters.recipes import UserConfig
+from selfsup_clusters.report import cell
+from selfsup_clusters.suite import Entry, Summary, summarise, train_entries
+from selfsup_clusters.tables import markdown_table, write_csv
 
 COLUMNS = ("clusters", "num_clusters", "I_Z_T", "H_Z_given_T", "H_Z", "linear_top1", "linear_top1_low",
            "linear_top1_high", "knn_top1", "knn_top1_low", "knn_top1_high", "seeds")
@@ -31,8 +32,6 @@ def cluster_levels(user: UserConfig, extra: list[str]) -> list[tuple[str, dict]]
 
     base = user.load("method=cl-infonce")
     data = load_dataset(base.data)
-    if base.data.val_fraction > 0:
-        data = data.holdout(base.data.val_fraction)
     levels, seen = [], set()
     for row in statistics_table(data.auxiliary, base.clusters.wordnet_dir):
         # WordNet depths that give the same partition as a shallower one add nothing; one cluster teaches nothing
@@ -80,21 +79,29 @@ def correlations(rows: list[dict], metric: str) -> dict[str, Interval]:
     return found
 
 
+def points(measured: list[tuple[dict, Summary]]) -> list[dict]:
+    """The cluster sets that have both top-1 scores, as the points of the rank correlations and the figure: each
+    set's statistics (`clusters`: its spec) with the seed means of linear and kNN top-1."""
+    scores = ("linear_top1", "knn_top1")
+    return [{**stats, "clusters": summary.clusters, **{metric: summary.mean(metric) for metric in scores}}
+            for stats, summary in measured if all(summary.mean(metric) is not None for metric in scores)]
+
+
 def analyze(user: UserConfig, extra: list[str], seeds: list[int], out: Path) -> tuple[str, list[str]]:
     """Train cl-infonce on every level, then write analysis.csv/.md/.png; the printed report and failures."""
     out.mkdir(parents=True, exist_ok=True)
     levels = dict(cluster_levels(user, extra))
     results, failures = train_entries(user, [Entry("cl-infonce", spec) for spec in levels], seeds, out, "analyze")
-    rows = [{**levels[result.entry.clusters], **summarise(result)} for result in results]
-    write_csv(out / "analysis.csv", list(COLUMNS), rows)
-    lines = ["| clusters | K | I(Z;T) bits | H(Z|T) bits | H(Z) bits | linear top-1 | kNN top-1 |", "|" + "---|" * 7]
-    lines += [f"| {r['clusters']} | {r['num_clusters']} | {r['I_Z_T']:.3f} | {r['H_Z_given_T']:.3f} | "
-              f"{r['H_Z']:.3f} | {interval_text(r, 'linear_top1')} | {interval_text(r, 'knn_top1')} |" for r in rows]
-    scored = [r for r in rows if "linear_top1" in r and "knn_top1" in r]
+    measured = [(levels[result.entry.clusters], summarise(result)) for result in results]
+    write_csv(out / "analysis.csv", COLUMNS, [{**stats, **summary.row()} for stats, summary in measured])
+    lines = [markdown_table(["clusters", "K", "I(Z;T) bits", "H(Z|T) bits", "H(Z) bits", "linear top-1", "kNN top-1"],
+                            [[s.clusters, stats["num_clusters"], f"{stats['I_Z_T']:.3f}", f"{stats['H_Z_given_T']:.3f}",
+                              f"{stats['H_Z']:.3f}", cell(s.get("linear_top1")), cell(s.get("knn_top1"))]
+                             for stats, s in measured])]
+    scored = points(measured)
     lines.append("")
     for metric, label in (("linear_top1", "linear"), ("knn_top1", "kNN")):
-        parts = [f"{name} {rho.mean:+.2f} [{rho.low:+.2f}, {rho.high:+.2f}]"
-                 for name, rho in correlations(scored, metric).items()]
+        parts = [f"{name} {rho:+.2f}" for name, rho in correlations(scored, metric).items()]
         lines.append(f"Spearman rank correlation with {label} top-1 over {len(scored)} cluster sets (95% Fisher-z "
                      f"interval; 'A given B': B partialled out): {', '.join(parts)}")
     lines.append("(the paper: positive for I(Z;T), negative for H(Z|T))")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup_clusters.config import ModelConfig
 from selfsup_clusters.errors import UserError
+
+if TYPE_CHECKING:  # type hints only: the schema sits below, and imports nothing of this
+    from selfsup_clusters.config import ModelConfig
 
 
 def create_backbone(cfg: ModelConfig, in_chans: int) -> nn.Module:

@@ -22,13 +22,14 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from selfsup_clusters.clusters import KMeansOptions, run_kmeans
-from selfsup_clusters.config import Config, load_config, split_values
+from selfsup_clusters.config import Config, split_values
 from selfsup_clusters.data import ImageDataset, Split, load_dataset
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.evaluate import extract_features, weighted_knn
 from selfsup_clusters.logger import RunLogger
 from selfsup_clusters.methods import method_class
 from selfsup_clusters.provenance import cpu_fields, cpu_name
+from selfsup_clusters.recipes import load_config
 from selfsup_clusters.run import Run, autocast, resolve_device, resolve_precision, setup
 from selfsup_clusters.tables import format_table
 from selfsup_clusters.trainer import clustering_due, epoch_generator, train_epoch, update_clusters

@@ -62,8 +62,7 @@ class ClInfoNCE(Method):
         if distributed.enabled():
             # The other ranks' views (with their gradient) and sample indices join the keys; their cluster ids are
             # looked up like the queue's, in the same assignments every rank holds.
-            other_z = distributed.other_ranks(distributed.all_gather(z, with_grad=True))
-            other_index = distributed.other_ranks(distributed.all_gather(batch_index))
+            other_z, other_index = distributed.gather_others(z, batch_index)
             keys = other_z if keys is None else torch.cat([other_z, keys])
             key_index = other_index if key_index is None else torch.cat([other_index, key_index])
         losses = []

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from selfsup_clusters.clusters.spec import SPEC_HELP
 from selfsup_clusters.errors import UserError
-from selfsup_clusters.files import writable_folder
+from selfsup_clusters.files import hold_folder, writable_folder
 
 # Flags that are shorthands for config keys.
 TRAIN_FLAGS = {
@@ -28,9 +28,16 @@ TRAIN_FLAGS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """One sub-parser per row of COMMANDS: its help line and the function that adds its options."""
     parser = argparse.ArgumentParser(prog="selfsup-clusters", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train one method; key=value overrides any config field")
+    for name, (help_text, add_options, _) in COMMANDS.items():
+        add_options(sub.add_parser(name, help=help_text))
+    parser.set_defaults(command_parsers=sub.choices)
+    return parser
+
+
+def train_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--config", help="YAML config (default: configs/fashion_mnist.yaml)")
     train.add_argument("--method", help="simclr, cl-infonce, moco, pcl, ce, supervised (selfsup-clusters methods)")
     train.add_argument("--dataset", help="fashion-mnist (default), cifar10, cifar100, stl10, imagefolder:PATH, "
@@ -48,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--print-config", action="store_true", help="print the resolved config (YAML) and exit")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=0.3 model.stem=small")
 
-    compare = sub.add_parser("compare", help="train several methods with the same options and tabulate them")
+
+def compare_options(compare: argparse.ArgumentParser) -> None:
     compare.add_argument("--methods", default="simclr,cl-infonce", help="comma list (default simclr,cl-infonce)")
     compare.add_argument("--clusters-for", metavar="M=SPEC,...",
                          help="cluster source per method, e.g. cl-infonce=wordnet:8,pcl=kmeans:25,50,100; "
@@ -58,16 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                             f"--clusters-for entry: {SPEC_HELP}")
     add_shared_run_flags(compare)
 
-    analyze = sub.add_parser("analyze", help="cl-infonce on every cluster level: accuracy against I(Z;T), H(Z|T)")
+
+def analyze_options(analyze: argparse.ArgumentParser) -> None:
     analyze.add_argument("--out", required=True, help="folder for every run and analysis.csv/.md/.png")
     analyze.add_argument("--also", "--synthetic", dest="also", default="", metavar="SPECS",
                          help="also train on these fixed cluster specs: synthetic sets from the labels and composites, "
                               "e.g. merge:2,split:4,wordnet:7+wordnet:9")
     add_shared_run_flags(analyze)
 
-    sub.add_parser("methods", help="list the methods: what each learns from, its reference recipe and source")
 
-    tune = sub.add_parser("tune", help="choose hyperparameters on a validation split held out of the training set")
+def tune_options(tune: argparse.ArgumentParser) -> None:
     tune.add_argument("--method", required=True, help="the method to tune (its recipe is the starting point)")
     tune.add_argument("--clusters", metavar="SPEC", help=f"for methods that learn from clusters: {SPEC_HELP}")
     tune.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
@@ -75,12 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--out", required=True, help="folder for every run, tune.csv/.md and best.yaml")
     add_shared_run_flags(tune)
 
-    claims = sub.add_parser("claims", help="train the runs the paper's four claims need; verdicts with intervals")
+
+def claims_options(claims: argparse.ArgumentParser) -> None:
     claims.add_argument("--budget", default="cpu", help="smoke, cpu (default) or gpu: configs/claims_<budget>.yaml")
     claims.add_argument("--out", required=True, help="folder for every run, claims.md/.csv and the figures")
     add_shared_run_flags(claims, seeds=3)
 
-    evaluate = sub.add_parser("eval", help="evaluate a checkpoint: kNN, linear probe, cluster quality (default all)")
+
+def eval_options(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help="e.g. runs/RUN/checkpoints/last.pt")
     evaluate.add_argument("--knn", action="store_true", help="weighted kNN top-1 (eval.knn_k, eval.knn_t)")
     evaluate.add_argument("--linear", action="store_true", help="linear probe top-1 on frozen features")
@@ -89,18 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--test-subset", type=int, help="use the first N test images (default: all)")
     evaluate.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. eval.knn_k=20 eval.knn_t=0.07")
 
-    export = sub.add_parser("export", help="write a checkpoint's backbone as model.safetensors + config.json "
-                                           "(loadable by timm)")
+
+def export_options(export: argparse.ArgumentParser) -> None:
     export.add_argument("--checkpoint", required=True, metavar="PATH", help="e.g. runs/RUN/checkpoints/last.pt")
     export.add_argument("--out", required=True, metavar="DIR", help="folder for model.safetensors and config.json")
 
-    embed = sub.add_parser("embed", help="backbone features of a dataset split to .npy, or .npz with labels and "
-                                         "indices")
+
+def embed_options(embed: argparse.ArgumentParser) -> None:
     embed.add_argument("--checkpoint", required=True, metavar="PATH", help="e.g. runs/RUN/checkpoints/last.pt")
     embed.add_argument("--dataset", help="default: the dataset the checkpoint was trained on")
     embed.add_argument("--data-root", help="folder holding the dataset files")
     embed.add_argument("--download", action="store_true", help="download the dataset if it is missing")
-    embed.add_argument("--split", default="train", help="train (default) or test")
+    embed.add_argument("--split", default="train",
+                       help="train (default), val (the run's validation split, with data.val_fraction) or test")
     embed.add_argument("--subset", type=int, help="the first N images of the split (default: all)")
     embed.add_argument("--batch-size", type=int, help="default: eval.batch_size of the run")
     embed.add_argument("--device", help="default: the run's device setting (auto: a GPU when there is one)")
@@ -108,14 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                                     "labels, indices, class_names)")
     embed.add_argument("overrides", nargs="*", metavar="key=value", help="data settings, e.g. data.num_workers=2")
 
-    clusters = sub.add_parser("clusters", help="print cluster statistics (H, I, NMI, AMI) of every auxiliary level")
+
+def clusters_options(clusters: argparse.ArgumentParser) -> None:
     clusters.add_argument("--config", help="YAML config (default: configs/fashion_mnist.yaml)")
     clusters.add_argument("--dataset")
     clusters.add_argument("--data-root")
     clusters.add_argument("--subset", type=int, help="use the first N training images")
     clusters.add_argument("overrides", nargs="*", metavar="key=value")
 
-    bench = sub.add_parser("bench", help="measure training images/s, MFU, k-means and kNN time on this machine")
+
+def bench_options(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--method", help="one method (overrides --methods)")
     bench.add_argument("--methods", default="simclr,cl-infonce", help="comma-separated (default simclr,cl-infonce)")
     bench.add_argument("--clusters", default="labels", metavar="SPEC",
@@ -136,19 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--knn-test", type=int, default=10000)
     bench.add_argument("--out", default="bench_out/bench.json", help="JSON file (default bench_out/bench.json)")
     bench.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. model.compile=true")
-    add_cache_parser(sub)
-    parser.set_defaults(command_parsers=sub.choices)
-    return parser
 
 
-def add_cache_parser(sub) -> None:
-    cache = sub.add_parser("cache", help="decode an image folder or CSV table once into the cache training reads "
-                                         "(data.cache; built on first use otherwise)")
+def cache_options(cache: argparse.ArgumentParser) -> None:
     cache.add_argument("--config", help="YAML config (default: configs/fashion_mnist.yaml)")
     cache.add_argument("--dataset", help="imagefolder:PATH or csv:PATH")
     cache.add_argument("--data-root")
     cache.add_argument("--subset", type=int, help="the first N training images, as training with --subset N reads")
     cache.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.image_size=64 data.cache_size=80")
+
+
+def no_options(parser: argparse.ArgumentParser) -> None:
+    pass
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -177,7 +189,7 @@ def add_shared_run_flags(parser: argparse.ArgumentParser, seeds: int = 1) -> Non
 def shared_runs(args: argparse.Namespace):
     """What every run of `compare` / `analyze` / `claims` / `tune` starts from (each run then gets its method's
     recipe, its own folder under --out, its seed), and the seeds: --seed, --seed+1, ..."""
-    from selfsup_clusters.config import UserConfig
+    from selfsup_clusters.recipes import UserConfig
 
     if args.seeds < 1:
         raise UserError("--seeds must be at least 1")
@@ -188,17 +200,38 @@ def shared_runs(args: argparse.Namespace):
 
 
 def config_overrides(args: argparse.Namespace) -> list[str]:
-    overrides = [f"{key}={getattr(args, flag)}" for flag, key in TRAIN_FLAGS.items()
-                 if getattr(args, flag, None) is not None]
+    """The key=value overrides, then the named flags as key=value; a flag and a key=value that set one field to
+    different values are refused (neither silently wins)."""
+    from omegaconf import OmegaConf
+
+    flags = {key: (f"--{flag.replace('_', '-')} {getattr(args, flag)}", str(getattr(args, flag)))
+             for flag, key in TRAIN_FLAGS.items() if getattr(args, flag, None) is not None}
     if getattr(args, "download", False):
-        overrides.append("data.download=true")
-    return list(args.overrides) + overrides  # a named flag wins over a key=value for the same field
+        flags["data.download"] = ("--download", "true")
+
+    def parsed(value: str):  # as the merge reads a value: epochs=02 is --epochs 2, data.download=True is --download
+        return OmegaConf.from_dotlist([f"v={value}"]).v
+
+    for item in args.overrides:
+        key, _, value = item.partition("=")
+        if key.strip() not in flags:
+            continue
+        flag, flag_value = flags[key.strip()]
+        try:
+            same = parsed(value.strip()) == parsed(flag_value)
+        except Exception:  # a value the merge itself rejects, with its own message
+            same = value.strip() == flag_value
+        if not same:
+            raise UserError(f"{flag} conflicts with {item.strip()}: the same setting given twice with different "
+                            "values; give it once")
+    return list(args.overrides) + [f"{key}={value}" for key, (_, value) in flags.items()]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from selfsup_clusters import distributed
-    from selfsup_clusters.config import load_config, to_yaml
-    from selfsup_clusters.trainer import train
+    from selfsup_clusters.config import to_yaml
+    from selfsup_clusters.recipes import load_config
+    from selfsup_clusters.trainer import resume, train
 
     overrides = config_overrides(args)
     if args.resume and (overrides or args.config):
@@ -207,7 +240,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(to_yaml(resumed_config(args.resume) if args.resume else load_config(args.config, overrides)), end="")
         return 0
-    final = train(load_config(), resume=args.resume) if args.resume else train(load_config(args.config, overrides))
+    final = resume(args.resume) if args.resume else train(load_config(args.config, overrides))
     keys = ("knn_top1", "knn_k", "knn_t", "linear_top1", "nmi", "loss", "images_per_s", "train_time_s")
     summary = {k: final[k] for k in keys if k in final}
     if distributed.is_main():  # under torchrun: once, from rank 0
@@ -222,48 +255,47 @@ def resumed_config(run_dir: str):
     return config_from_checkpoint(load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt"))
 
 
+def run_suite(args: argparse.Namespace, train_runs, outputs: str) -> int:
+    """compare, tune, analyze, claims: the shared runs, trained with the suite's --out held (a second suite into
+    it is refused), then its report; exit status 1 when some run failed."""
+    user, seeds = shared_runs(args)
+    with hold_folder(args.out):
+        report, failures = train_runs(user, seeds, Path(args.out))
+    print(report)
+    print(f"written to {args.out}/{outputs}")
+    return 1 if failures else 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from selfsup_clusters.compare import compare, parse_clusters_for
 
-    user, seeds = shared_runs(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    table, failures = compare(user, methods, parse_clusters_for(args.clusters_for), seeds, Path(args.out))
-    print(table)
-    print(f"written to {args.out}/results.csv, results.md, results.png; tensorboard --logdir {args.out}")
-    return 1 if failures else 0
+    clusters_for = parse_clusters_for(args.clusters_for)
+    return run_suite(args, lambda user, seeds, out: compare(user, methods, clusters_for, seeds, out),
+                     f"results.csv, results.md, results.png; tensorboard --logdir {args.out}")
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from selfsup_clusters.tune import parse_grid, tune
 
     grid = parse_grid(args.grid)
-    user, seeds = shared_runs(args)
-    report, failures = tune(user, args.method, grid, seeds, Path(args.out))
-    print(report)
-    print(f"written to {args.out}/tune.csv, tune.md, best.yaml")
-    return 1 if failures else 0
+    return run_suite(args, lambda user, seeds, out: tune(user, args.method, grid, seeds, out),
+                     "tune.csv, tune.md, best.yaml")
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from selfsup_clusters.analyze import analyze
     from selfsup_clusters.clusters import split_spec_list
 
-    user, seeds = shared_runs(args)
-    report, failures = analyze(user, split_spec_list(args.also), seeds, Path(args.out))
-    print(report)
-    print(f"written to {args.out}/analysis.csv, analysis.md, analysis.png")
-    return 1 if failures else 0
+    return run_suite(args, lambda user, seeds, out: analyze(user, split_spec_list(args.also), seeds, out),
+                     "analysis.csv, analysis.md, analysis.png")
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
     from selfsup_clusters.claims import budget_config, claims
 
     args.config = args.config or budget_config(args.budget)
-    user, seeds = shared_runs(args)
-    report, failures = claims(user, seeds, Path(args.out))
-    print(report)
-    print(f"written to {args.out}/claims.md, claims.csv, claims_c1.png ... claims_c4.png")
-    return 1 if failures else 0
+    return run_suite(args, claims, "claims.md, claims.csv, claims_c1.png ... claims_c4.png")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -310,8 +342,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_clusters(args: argparse.Namespace) -> int:
     from selfsup_clusters.clusters import statistics_table
-    from selfsup_clusters.config import load_config
     from selfsup_clusters.data import load_dataset
+    from selfsup_clusters.recipes import load_config
     from selfsup_clusters.tables import format_table
 
     cfg = load_config(args.config, config_overrides(args))
@@ -344,15 +376,31 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "methods": cmd_methods, "tune": cmd_tune, "compare": cmd_compare,
-            "analyze": cmd_analyze, "claims": cmd_claims, "eval": cmd_eval, "export": cmd_export, "embed": cmd_embed,
-            "clusters": cmd_clusters, "bench": cmd_bench, "cache": cmd_cache}
+COMMANDS = {  # name: (help line, its options, what it runs), in the order --help lists them
+    "train": ("train one method; key=value overrides any config field", train_options, cmd_train),
+    "compare": ("train several methods with the same options and tabulate them", compare_options, cmd_compare),
+    "analyze": ("cl-infonce on every cluster level: accuracy against I(Z;T), H(Z|T)", analyze_options, cmd_analyze),
+    "methods": ("list the methods: what each learns from, its reference recipe and source", no_options,
+                cmd_methods),
+    "tune": ("choose hyperparameters on a validation split held out of the training set", tune_options, cmd_tune),
+    "claims": ("train the runs the paper's four claims need; verdicts with intervals", claims_options, cmd_claims),
+    "eval": ("evaluate a checkpoint: kNN, linear probe, cluster quality (default all)", eval_options, cmd_eval),
+    "export": ("write a checkpoint's backbone as model.safetensors + config.json (loadable by timm)", export_options,
+               cmd_export),
+    "embed": ("backbone features of a dataset split to .npy, or .npz with labels and indices", embed_options,
+              cmd_embed),
+    "clusters": ("print cluster statistics (H, I, NMI, AMI) of every auxiliary level", clusters_options,
+                 cmd_clusters),
+    "bench": ("measure training images/s, MFU, k-means and kNN time on this machine", bench_options, cmd_bench),
+    "cache": ("decode an image folder or CSV table once into the cache training reads (data.cache; built on first "
+              "use otherwise)", cache_options, cmd_cache),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.command][2](args)
     except UserError as e:
         print(f"selfsup-clusters: error: {e}", file=sys.stderr)
         return 2

@@ -5,11 +5,14 @@ An unknown key anywhere is an error, so a typo never silently trains the wrong e
 
 from __future__ import annotations
 
+import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from selfsup_clusters.errors import UserError, first_line
@@ -200,52 +203,95 @@ class Config:
     claims: ClaimsConfig = field(default_factory=ClaimsConfig)
 
 
-@dataclass(frozen=True)
-class UserConfig:
-    """What the user asked for: a YAML file and `key=value` overrides. Commands that train several runs
-    (compare, analyze, claims, tune) load it once per run with that run's method, clusters and seed on top, so
-    each method starts from its own recipe."""
+def read_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                recipe: Callable[[str], dict] | None = None) -> Config:
+    """Typed defaults <- `recipe(method)` <- YAML file (default: configs/fashion_mnist.yaml) <- `key=value`.
 
-    path: str | None = None
-    overrides: tuple[str, ...] = ()
-
-    def load(self, *extra: str) -> Config:
-        return load_config(self.path, [*self.overrides, *extra])
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Typed defaults <- the method's recipe <- YAML file (default: configs/fashion_mnist.yaml) <- `key=value`.
-
-    The method's recipe (its authors' optimizer, lr, temperature, ...; see selfsup_clusters/methods.py) sits
-    beneath what the user writes, so `--method moco` trains at MoCo's recipe unless a file or override says
-    otherwise.
+    The schema's own loader: it imports no method. `recipes.load_config`, which every command uses, passes the
+    method's recipe (its authors' optimizer, lr, temperature, ...), so that it sits beneath what the user writes.
     """
     schema = OmegaConf.structured(Config)
     path = Path(path) if path is not None else DEFAULT_CONFIG
     if not path.is_file():
         raise UserError(f"config file {path} not found; pass --config with an existing YAML file")
+    user = _load_yaml(path)
     try:
-        user = OmegaConf.load(path)
         probe = OmegaConf.merge(schema, user)
+    except (OmegaConfBaseException, TypeError) as e:  # TypeError: "Cannot merge incompatible container types"
+        raise UserError(_container_mismatch(path, schema, user) or f"{path}: {_describe(e)}") from None
+    beneath = recipe(_final_method(probe, overrides or [])) if recipe is not None else {}
+    items = [f"{key}={'null' if value is None else value}" for key, value in beneath.items()]
+    merged = OmegaConf.merge(schema, OmegaConf.from_dotlist(items), user)
+    return merge_overrides(merged, overrides or [])
+
+
+def _load_yaml(path: Path) -> DictConfig:
+    """The YAML file at `path` as a mapping; text that is not UTF-8, is not YAML or is not a mapping at its top
+    level (a list, a single value) is one UserError naming the file and the line."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise UserError(f"{path}, line {line}: byte {data[e.start]:#04x} is not UTF-8 text; a config file is YAML "
+                        "text (key: value lines)") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None and not isinstance(node, yaml.MappingNode):
+            kind = "a list" if isinstance(node, yaml.SequenceNode) else f"a single value ({node.value!r})"
+            raise UserError(f"{path}, line {node.start_mark.line + 1}: the top level is {kind}, not a mapping; a "
+                            "config file holds key: value lines (e.g. epochs: 10)")
+        user = OmegaConf.load(io.StringIO(text))  # its own loader: duplicate keys, its number formats, ...
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}{_yaml_problem(e)}") from None
     except OmegaConfBaseException as e:
         raise UserError(f"{path}: {_describe(e)}") from None
-    method = _final_method(probe, overrides or [])
-    merged = OmegaConf.merge(schema, OmegaConf.from_dotlist(recipe_overrides(method)), user)
-    return merge_overrides(merged, overrides or [])
+    return user  # type: ignore[return-value]
+
+
+def _container_mismatch(path: Path, schema: DictConfig, user: DictConfig) -> str | None:
+    """"FILE, line 2: eval.at is a mapping here, but it must be a list": the first key the file gives a mapping
+    where the schema has a list, or a list where it has a mapping (None: no such key)."""
+    kinds = {dict: "a mapping", list: "a list"}
+
+    def first(want, have, keys: tuple = ()) -> tuple | None:
+        if isinstance(want, dict) and isinstance(have, dict):
+            return next((found for key, value in have.items() if key in want
+                         and (found := first(want[key], value, (*keys, key)))), None)
+        wanted, given = kinds.get(type(want)), kinds.get(type(have))
+        return (keys, given, wanted) if wanted and given and wanted != given else None
+
+    found = first(OmegaConf.to_container(schema, resolve=False, throw_on_missing=False),
+                  OmegaConf.to_container(user, resolve=False))
+    if not found:
+        return None
+    keys, given, wanted = found
+    node, line = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader), 1
+    for key in keys:  # the line of the key's own `key:`
+        pair = next((pair for pair in getattr(node, "value", []) if isinstance(pair, tuple)
+                     and getattr(pair[0], "value", None) == str(key)), None)
+        if pair is None:
+            break
+        line, node = pair[0].start_mark.line + 1, pair[1]
+    return f"{path}, line {line}: {'.'.join(map(str, keys))} is {given} here, but it must be {wanted}"
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """What follows the file's name: ", line 2, column 1: not valid YAML: did not find expected ',' or ']' (while
+    parsing a flow sequence that starts at line 1, column 9)"."""
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+    if mark is None or not problem:
+        return f": not valid YAML: {first_line(e)}"
+    context, context_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    started = f" ({context} that starts at line {context_mark.line + 1}, column {context_mark.column + 1})" \
+        if context and context_mark is not None else ""
+    return f", line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {problem}{started}"
 
 
 def split_values(text: str) -> list[str]:
     """"a=1,b=[0.3,1.0]" -> ["a=1", "b=[0.3,1.0]"]: a comma list whose bracketed values keep their commas (how
     `tune --grid` and the benchmark tools' --variant list key=value settings and values)."""
     return [part.strip() for part in re.split(r",(?![^\[]*\])", text) if part.strip()]
-
-
-def recipe_overrides(method: str) -> list[str]:
-    """The method's recipe as `key=value` items; nothing for an unknown name (the run's setup names the error)."""
-    from selfsup_clusters.methods import METHODS  # the registry imports this module
-
-    recipe = METHODS[method].recipe if method in METHODS else {}
-    return [f"{key}={'null' if value is None else value}" for key, value in recipe.items()]
 
 
 def _final_method(merged, overrides: list[str]) -> str:

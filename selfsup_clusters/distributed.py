@@ -126,6 +126,14 @@ def other_ranks(gathered: torch.Tensor) -> torch.Tensor | None:
     return torch.cat([gathered[: r * n], gathered[(r + 1) * n :]])
 
 
+def gather_others(z: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The other ranks' rows of `z` (with their gradient, which flows back to the rank that computed them) and of
+    `ids` (detached), as extra keys for a contrastive loss; (None, None) with one process."""
+    if not enabled():
+        return None, None
+    return other_ranks(all_gather(z, with_grad=True)), other_ranks(all_gather(ids))
+
+
 def mean(x: torch.Tensor) -> torch.Tensor:
     """The mean of a tensor over the ranks (for logging)."""
     if not enabled():

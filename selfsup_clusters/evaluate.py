@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -169,9 +170,10 @@ def linear_probe_augmented(
 
 
 def cluster_quality(features: torch.Tensor, labels: torch.Tensor, seed: int = 0,
-                    show_progress: bool = False) -> dict[str, float]:
+                    show_progress: bool = False) -> tuple[dict[str, float], np.ndarray]:
     """How well the representation clusters: spherical k-means (FAISS) with K = number of classes on the
-    features, scored against the labels with NMI, AMI and ARI (scikit-learn)."""
+    features, scored against the labels with NMI, AMI and ARI (scikit-learn); and the k-means id of each labelled
+    sample."""
     from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score, normalized_mutual_info_score
 
     from selfsup_clusters.clusters import KMeansOptions, run_kmeans
@@ -185,20 +187,21 @@ def cluster_quality(features: torch.Tensor, labels: torch.Tensor, seed: int = 0,
         "nmi": float(normalized_mutual_info_score(labels, ids)),
         "ami": float(adjusted_mutual_info_score(labels, ids)),
         "ari": float(adjusted_rand_score(labels, ids)),
-        "kmeans_ids": ids,
-    }
+    }, ids
 
 
 def evaluate_features(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
                       test_labels: torch.Tensor, cfg, knn: bool = True, linear: bool = False,
-                      clusters: bool = False, seed: int = 0, show_progress: bool = False) -> dict:
+                      clusters: bool = False, seed: int = 0,
+                      show_progress: bool = False) -> tuple[dict, np.ndarray | None]:
     """The harness every method shares, on L2-normalised backbone features: weighted kNN (with its k and T),
-    the linear probe and cluster quality (NMI/AMI/ARI, plus "kmeans_ids" of the test samples). `cfg` is an
-    EvalConfig; `show_progress`: bars for the linear probe and k-means. Empty when there are no labels to score
-    against."""
+    the linear probe and cluster quality (NMI/AMI/ARI); with the k-means ids of the test samples when `clusters`.
+    `cfg` is an EvalConfig; `show_progress`: bars for the linear probe and k-means. Empty when there are no
+    labels to score against."""
     if not (train_labels >= 0).any() or not (test_labels >= 0).any():
-        return {}
+        return {}, None
     results: dict = {}
+    ids = None
     if knn:
         results.update(knn_top1=weighted_knn(train_features, train_labels, test_features, test_labels,
                                              k=cfg.knn_k, temperature=cfg.knn_t),
@@ -207,5 +210,6 @@ def evaluate_features(train_features: torch.Tensor, train_labels: torch.Tensor, 
         results["linear_top1"] = linear_probe(train_features, train_labels, test_features, test_labels, seed=seed,
                                               show_progress=show_progress)
     if clusters:
-        results.update(cluster_quality(test_features, test_labels, seed=seed, show_progress=show_progress))
-    return results
+        scores, ids = cluster_quality(test_features, test_labels, seed=seed, show_progress=show_progress)
+        results.update(scores)
+    return results, ids

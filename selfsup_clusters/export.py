@@ -30,7 +30,10 @@ from selfsup_clusters.progress import progress
 FORMAT = "selfsup-clusters-backbone/1"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-SPLITS = ("train", "test")
+# With the checkpoint's data.val_fraction > 0, "train" is the training images outside the validation split and
+# "val" that split (load_dataset's holdout, over the whole training set: the run's data.subset is dropped); "test"
+# is always the test set.
+SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -153,8 +156,12 @@ def embed(checkpoint: str | Path, out: str | Path, split: str = "train", subset:
         raise UserError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
     if subset is not None and subset < 1:
         raise UserError(f"--subset {subset}: give a number of images >= 1")
-    trained = backbone_from_checkpoint(checkpoint, [*(overrides or []), "data.subset=null", "data.test_subset=null"])
+    whole = ["data.subset=null", "data.test_subset=null", *(["data.val_fraction=0"] if split == "test" else [])]
+    trained = backbone_from_checkpoint(checkpoint, [*(overrides or []), *whole])
     info, cfg = trained.info, trained.cfg
+    if split == "val" and not cfg.data.val_fraction:
+        raise UserError("--split val: this run held out no validation split (data.val_fraction=0); use --split "
+                        "train or test, or pass data.val_fraction=F to hold one out")
     data = load_dataset(cfg.data)
     if data.channels != info["in_chans"]:
         raise UserError(f"the backbone takes {info['in_chans']}-channel images but {cfg.data.name} has "

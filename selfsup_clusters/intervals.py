@@ -42,10 +42,19 @@ class Interval:
         """The same interval moved by `by` (a margin to a fixed reference: `shifted(-reference)`)."""
         return Interval(self.mean + by, self.low + by, self.high + by, self.n)
 
+    def __format__(self, spec: str) -> str:
+        """The one way an interval is written (reports, tables, docs): "0.8123 [0.8050, 0.8196]", the mean and both
+        ends in the number format `spec` (".4f" when empty; "+.4f" for a difference, ".2f" for a correlation, ".0f"
+        for seconds). Without finite ends the mean alone, saying so: "0.8123 (1 seed: no interval)" for a single
+        value, "0.8123 (no interval)" for an undefined one (a correlation over too few points)."""
+        spec = spec or ".4f"
+        mean = format(self.mean, spec)
+        if math.isfinite(self.low) and math.isfinite(self.high):
+            return f"{mean} [{format(self.low, spec)}, {format(self.high, spec)}]"
+        return f"{mean} ({'1 seed: ' if self.n == 1 else ''}no interval)"
+
     def __str__(self) -> str:
-        if self.n == 1:
-            return f"{self.mean:.4f} (1 seed)"
-        return f"{self.mean:.4f} ± {self.half_width:.4f}"
+        return format(self, "")
 
 
 def t_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> Interval:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from selfsup_clusters.clusters.spec import parse_spec
-from selfsup_clusters.config import Config
 from selfsup_clusters.losses import weighted_mean
+
+if TYPE_CHECKING:  # type hints only: the schema sits below, and imports nothing of this
+    from selfsup_clusters.config import Config
 
 
 class Method(nn.Module):

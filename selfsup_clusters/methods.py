@@ -5,15 +5,19 @@ Checking a name or listing the methods imports the method classes only, never th
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from selfsup_clusters.backbones import create_backbone
 from selfsup_clusters.baselines.cross_entropy import ClusterCrossEntropy, Supervised
 from selfsup_clusters.baselines.moco import MoCo
 from selfsup_clusters.baselines.pcl import PCL
 from selfsup_clusters.baselines.simclr import SimCLR
 from selfsup_clusters.cl_infonce import ClInfoNCE
-from selfsup_clusters.config import Config
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.method import Method
+
+if TYPE_CHECKING:  # type hints only: the schema sits below, and imports nothing of this
+    from selfsup_clusters.config import Config
 
 METHODS: dict[str, type[Method]] = {
     "simclr": SimCLR,

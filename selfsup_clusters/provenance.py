@@ -11,8 +11,6 @@ from pathlib import Path
 
 import torch
 
-import selfsup_clusters
-
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "safetensors")
 FAISS_DISTRIBUTIONS = ("faiss-cpu", "faiss-gpu-cu12", "faiss-gpu-cu11", "faiss-gpu", "faiss")
 
@@ -20,7 +18,7 @@ FAISS_DISTRIBUTIONS = ("faiss-cpu", "faiss-gpu-cu12", "faiss-gpu-cu11", "faiss-g
 def environment(device: torch.device, precision: str, world_size: int = 1) -> dict:
     commit, dirty = git_state()
     return {
-        "selfsup_clusters": selfsup_clusters.__version__,
+        "selfsup_clusters": installed_version("selfsup-clusters"),  # pyproject.toml's version
         "git_commit": commit,  # None outside a git checkout of this project (e.g. installed from a wheel)
         "git_dirty": dirty,  # uncommitted changes to tracked files when the run started
         "python": platform.python_version(),
@@ -72,11 +70,14 @@ def cpu_name() -> str:
     return cpu_fields().get("model name") or platform.processor() or platform.machine()
 
 
+PACKAGE = Path(__file__).resolve().parent  # the selfsup_clusters folder this module is imported from
+
+
 def git_state() -> tuple[str | None, bool | None]:
     """(commit, dirty) of the git checkout this package is imported from; (None, None) when it is not in one
     (or git is missing). A checkout that merely contains the install location (a venv inside some other
     repository) does not count: its top level must hold this very package."""
-    package = Path(selfsup_clusters.__file__).resolve().parent
+    package = PACKAGE
     try:
         top = _git(package, "rev-parse", "--show-toplevel")
         if top is None or (Path(top) / package.name).resolve() != package:

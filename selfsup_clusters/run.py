@@ -124,11 +124,9 @@ def require_faiss(needs: list[str]) -> None:
 
 
 def build_parts(cfg: Config, data: ImageDataset | None, device: torch.device):
-    """Data (with the validation split when asked), batches, cluster source and method: what a training run and
-    an evaluation of a trained one share."""
+    """Data (load_dataset's, unless given), batches, cluster source and method: what a training run and an
+    evaluation of a trained one share."""
     data = load_dataset(cfg.data) if data is None else data
-    if cfg.data.val_fraction > 0:
-        data = data.holdout(cfg.data.val_fraction)
     augment = BatchAugment(cfg.augment, cfg.data.image_size, data.mean, data.std)
     batches = make_batches(data, augment, device, cfg.data.num_workers)
     cluster_source = build_clusters(cfg, data)
@@ -139,21 +137,16 @@ def build_parts(cfg: Config, data: ImageDataset | None, device: torch.device):
     return data, augment, batches, cluster_source, method
 
 
-def setup(cfg: Config, resume: str | Path | None = None, data: ImageDataset | None = None) -> Run:
-    """A new run from `cfg`, or the run in folder `resume` continued from its checkpoint. `data`: a dataset
-    already in memory (the benchmark's synthetic images) instead of loading `cfg.data`."""
-    checkpoint = None
-    if resume is not None:
-        out_dir = Path(resume)
-        checkpoint = load_checkpoint(out_dir / "checkpoints" / "last.pt")
-        cfg = config_from_checkpoint(checkpoint)
-    else:
-        validate(cfg)  # a config built in Python (the library API) gets the checks a loaded one gets
-        stamp = distributed.broadcast_object(datetime.now().strftime("%Y%m%d-%H%M%S"))  # one folder for all ranks
-        out_dir = writable_folder(cfg.out or f"runs/{cfg.method}-{stamp}")
-        if (out_dir / "checkpoints" / "last.pt").exists():
-            raise UserError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or pick another --out")
-    kind = method_class(cfg.method)  # before loading data: a typo should fail fast
+def run_folder(cfg: Config) -> Path:
+    """The folder a new run writes: `out`, or runs/METHOD-STAMP (one stamp for every rank)."""
+    stamp = distributed.broadcast_object(datetime.now().strftime("%Y%m%d-%H%M%S"))
+    return writable_folder(cfg.out or f"runs/{cfg.method}-{stamp}")
+
+
+def preflight(cfg: Config) -> None:
+    """What must fail before any data loads: the method's name, the batch's split over processes, clusters for a
+    method that learns from them, FAISS where it is needed."""
+    kind = method_class(cfg.method)
     if cfg.batch_size % distributed.world_size():
         raise UserError(f"batch_size={cfg.batch_size} is the global batch and must split evenly over the "
                         f"{distributed.world_size()} processes; pick a multiple of {distributed.world_size()}")
@@ -164,6 +157,34 @@ def setup(cfg: Config, resume: str | Path | None = None, data: ImageDataset | No
                                            ("eval.cluster_metrics (or pass eval.cluster_metrics=false)",
                                             cfg.eval.cluster_metrics)) if used])
 
+
+def setup(cfg: Config, out_dir: Path | None = None, data: ImageDataset | None = None) -> Run:
+    """A new run from `cfg` into `out_dir` (default: run_folder(cfg)). `data`: a dataset already in memory (the
+    benchmark's synthetic images) instead of loading `cfg.data`."""
+    validate(cfg)  # a config built in Python (the library API) gets the checks a loaded one gets
+    out_dir = run_folder(cfg) if out_dir is None else out_dir
+    if (out_dir / "checkpoints" / "last.pt").exists():
+        raise UserError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or pick another --out")
+    preflight(cfg)
+    return start(build_run(cfg, out_dir, data))
+
+
+def setup_resumed(run_dir: str | Path) -> Run:
+    """The run in `run_dir` continued from its checkpoint, on the checkpoint's own config; a finished run is
+    refused before any data loads."""
+    out_dir = Path(run_dir)
+    checkpoint = load_checkpoint(out_dir / "checkpoints" / "last.pt")
+    cfg = config_from_checkpoint(checkpoint)
+    if checkpoint["epoch"] + 1 >= cfg.epochs:
+        raise UserError(f"{out_dir} already finished its {cfg.epochs} epochs; its results are in final.json")
+    preflight(cfg)
+    run = build_run(cfg, out_dir, None)
+    restore(run, checkpoint)
+    return start(run)
+
+
+def build_run(cfg: Config, out_dir: Path, data: ImageDataset | None) -> Run:
+    """Seeds, device, data, method, optimizer and memory bank of a run at its first step."""
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
@@ -172,7 +193,7 @@ def setup(cfg: Config, resume: str | Path | None = None, data: ImageDataset | No
         # fell from ~960 to 750-850 images/s after epoch 1, and kept ~1,000 with flushing; losses were unchanged.
         torch.set_flush_denormal(True)
     data, augment, batches, cluster_source, method = build_parts(cfg, data, device)
-    if kind.needs_labels and bool((data.train.labels < 0).any()):
+    if method_class(cfg.method).needs_labels and not data.train.fully_labelled:
         raise UserError(f"method {cfg.method!r} needs a label for every training image; this data has unlabelled "
                         "ones - use a self-supervised method")
     if cfg.model.compile:
@@ -182,45 +203,63 @@ def setup(cfg: Config, resume: str | Path | None = None, data: ImageDataset | No
     steps_per_epoch = max(1, len(data.train) // cfg.batch_size)
     optimizer, scheduler = build_optimizer(cfg, method, steps_per_epoch)
     memory = MemoryBank(len(data.train), method.embedding_dim, device, seed=cfg.seed)
-    run = Run(cfg, out_dir, device, data, augment, batches, method, optimizer, scheduler, memory, steps_per_epoch,
-              cluster_source, precision=resolve_precision(cfg.precision, device))
-    if checkpoint is not None:
-        try:
-            method.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            memory.load_state_dict(checkpoint["memory"])
-        except (KeyError, RuntimeError, ValueError) as e:
-            raise UserError(f"checkpoint in {out_dir} does not match its own config ({first_line(e)}); "
-                            "it is damaged - start a new run") from None
-        if checkpoint.get("assignments") is not None:
-            run.assignments = Assignments.from_state_dict(checkpoint["assignments"])
-            if method.uses_clusters:
-                method.set_clusters(run.assignments)
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        random.setstate(checkpoint["rng"]["python"])
-        run.start_epoch = checkpoint["epoch"] + 1
-        run.train_time_s = checkpoint.get("train_time_s", 0.0)
-    run.model = distributed.data_parallel(method, device)
+    return Run(cfg, out_dir, device, data, augment, batches, method, optimizer, scheduler, memory, steps_per_epoch,
+               cluster_source, precision=resolve_precision(cfg.precision, device))
+
+
+def restore(run: Run, checkpoint: dict) -> None:
+    """The checkpoint's weights, optimizer, schedule, memory bank, clusters and random state, into `run`."""
+    try:
+        run.method.load_state_dict(checkpoint["model"])
+        run.optimizer.load_state_dict(checkpoint["optimizer"])
+        run.scheduler.load_state_dict(checkpoint["scheduler"])
+        run.memory.load_state_dict(checkpoint["memory"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise UserError(f"checkpoint in {run.out_dir} does not match its own config ({first_line(e)}); "
+                        "it is damaged - start a new run") from None
+    if checkpoint.get("assignments") is not None:
+        run.assignments = Assignments.from_state_dict(checkpoint["assignments"])
+        if run.method.uses_clusters:
+            run.method.set_clusters(run.assignments)
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    random.setstate(checkpoint["rng"]["python"])
+    run.start_epoch = checkpoint["epoch"] + 1
+    run.train_time_s = checkpoint.get("train_time_s", 0.0)
+
+
+def start(run: Run) -> Run:
+    """The method wrapped for the processes (DistributedDataParallel under torchrun) and config.yaml written."""
+    run.model = distributed.data_parallel(run.method, run.device)
     if distributed.is_main():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(to_yaml(cfg))
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        (run.out_dir / "config.yaml").write_text(to_yaml(run.cfg))
     return run
 
 
-def load_trained(checkpoint_path: str | Path, overrides: list[str] | None = None) -> Run:
-    """A trained run rebuilt from its checkpoint for evaluation: config, data, batches and the method with its
-    weights (eval mode). `overrides` change the data settings (e.g. data.subset=null for the full sets)."""
+@dataclass
+class Trained:
+    """A trained run rebuilt from its checkpoint for evaluation (what `backbone_features` and `autocast` read):
+    no optimizer, no memory bank."""
+
+    cfg: Config
+    device: torch.device
+    data: ImageDataset
+    batches: Batches
+    method: Method  # eval mode
+    epochs_done: int
+    precision: str = "fp32"
+
+
+def load_trained(checkpoint_path: str | Path, overrides: list[str] | None = None) -> Trained:
+    """A checkpoint's run for evaluation: config, data, batches and the method with its weights (eval mode).
+    `overrides` change the data settings (e.g. data.subset=null for the full sets)."""
     checkpoint = load_checkpoint(Path(checkpoint_path))
     cfg = config_from_checkpoint(checkpoint, overrides)
     device = resolve_device(cfg.device)
-    data, augment, batches, cluster_source, method = build_parts(cfg, None, device)
+    data, _, batches, _, method = build_parts(cfg, None, device)
     try:
         method.load_state_dict(checkpoint["model"])
     except (KeyError, RuntimeError) as e:
         raise UserError(f"{checkpoint_path} does not match its own config ({first_line(e)}); it is damaged") from None
-    method.eval()
-    optimizer, scheduler = build_optimizer(cfg, method, 1)
-    return Run(cfg, Path(checkpoint_path).parent, device, data, augment, batches, method, optimizer, scheduler,
-               MemoryBank(1, method.embedding_dim, device), 1, cluster_source, start_epoch=checkpoint["epoch"] + 1,
-               precision=resolve_precision(cfg.precision, device))
+    return Trained(cfg, device, data, batches, method.eval(), checkpoint["epoch"] + 1,
+                   resolve_precision(cfg.precision, device))

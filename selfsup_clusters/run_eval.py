@@ -13,10 +13,11 @@ from selfsup_clusters.errors import UserError
 from selfsup_clusters.evaluate import evaluate_features, extract_features, linear_probe_augmented
 from selfsup_clusters.logger import RunLogger
 from selfsup_clusters.progress import progress
-from selfsup_clusters.run import Run, autocast, load_trained, require_faiss
+from selfsup_clusters.run import Run, Trained, autocast, load_trained, require_faiss
+from selfsup_clusters.seeds import derived_seed
 
 
-def backbone_features(run: Run, split, name: str = "") -> torch.Tensor:
+def backbone_features(run: Run | Trained, split, name: str = "") -> torch.Tensor:
     """L2-normalised backbone features of a split's centre views, in eval mode (the evaluation protocol); a
     progress bar named `name`."""
     batch_size = run.cfg.eval.batch_size
@@ -35,11 +36,10 @@ def evaluate(run: Run, final: bool = False, logger: RunLogger | None = None, lin
     train_features = backbone_features(run, data.train, "train")
     test_features = backbone_features(run, data.test, "test")
     augmented_probe = final and cfg.eval.linear and cfg.eval.linear_augmented_epochs > 0
-    results = evaluate_features(train_features, data.train.labels, test_features, data.test.labels, cfg.eval,
-                                linear=(final or linear) and cfg.eval.linear and not augmented_probe,
-                                clusters=final and cfg.eval.cluster_metrics, seed=cfg.seed,
-                                show_progress=cfg.log.progress)
-    kmeans_ids = results.pop("kmeans_ids", None)
+    probe = (final or linear) and cfg.eval.linear and not augmented_probe
+    results, kmeans_ids = evaluate_features(train_features, data.train.labels, test_features, data.test.labels,
+                                            cfg.eval, linear=probe, clusters=final and cfg.eval.cluster_metrics,
+                                            seed=cfg.seed, show_progress=cfg.log.progress)
     if augmented_probe and results:
         results["linear_top1"] = augmented_linear_probe(run, test_features)
     if final and logger is not None and cfg.eval.projector:
@@ -62,7 +62,7 @@ def augmented_linear_probe(run: Run, test_features: torch.Tensor) -> float:
     cfg, train = run.cfg, run.data.train
 
     def epoch_batches(epoch: int):
-        generator = torch.Generator(device=run.device).manual_seed(cfg.seed * 1_000_003 + 7919 + epoch)
+        generator = torch.Generator(device=run.device).manual_seed(derived_seed(cfg.seed, 7919, epoch))
         order = torch.randperm(len(train), generator=generator, device=run.device)
         for views, _, labels in run.batches.train(train, order, min(cfg.eval.batch_size, len(train)), generator):
             yield views[0], labels
@@ -98,13 +98,13 @@ def evaluate_checkpoint(checkpoint_path: str | Path, knn: bool = True, linear: b
     require_faiss(["--clusters"] if clusters else [])
     run = load_trained(checkpoint_path, ["data.subset=null", "data.test_subset=null", *(overrides or [])])
     cfg, data = run.cfg, run.data
-    features = [backbone_features(run, split, name) for split, name in ((data.train, "train"), (data.test, "test"))]
-    results = evaluate_features(features[0], data.train.labels, features[1], data.test.labels, cfg.eval, knn=knn,
-                                linear=linear, clusters=clusters, seed=cfg.seed, show_progress=cfg.log.progress)
-    results.pop("kmeans_ids", None)
-    if not results:
+    if not data.scorable:
         raise UserError(f"{cfg.data.name} has no labels to evaluate against")
-    results = {"checkpoint": str(checkpoint_path), "epoch": run.start_epoch, "method": cfg.method,
+    features = [backbone_features(run, split, name) for split, name in ((data.train, "train"), (data.test, "test"))]
+    results, _ = evaluate_features(features[0], data.train.labels, features[1], data.test.labels, cfg.eval,
+                                   knn=knn, linear=linear, clusters=clusters, seed=cfg.seed,
+                                   show_progress=cfg.log.progress)
+    results = {"checkpoint": str(checkpoint_path), "epoch": run.epochs_done, "method": cfg.method,
                "clusters": cfg.clusters.spec, "train_images": len(data.train), "test_images": len(data.test),
                **results}
     (Path(checkpoint_path).parent / "eval.json").write_text(json.dumps(results, indent=2) + "\n")

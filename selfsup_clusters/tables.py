@@ -1,20 +1,53 @@
 """Tables: plain aligned text for the terminal (the `clusters`, `bench` and `methods` commands), and the one CSV
-writer the reports use (compare, analyze, tune, claims)."""
+writer and the one Markdown table writer the reports use (compare, analyze, tune, claims)."""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from selfsup_clusters.intervals import Interval
 
-def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
-    """`rows` as CSV with these `columns`, in this order; keys not among them are left out, missing ones empty."""
+
+def flatten(row: dict) -> dict:
+    """`row` with each Interval value written out as three keys: KEY (its mean), KEY_low and KEY_high; other values
+    unchanged, in the same order."""
+    flat: dict = {}
+    for key, value in row.items():
+        if isinstance(value, Interval):
+            flat.update({key: value.mean, f"{key}_low": value.low, f"{key}_high": value.high})
+        else:
+            flat[key] = value
+    return flat
+
+
+def write_csv(path: Path, columns: Sequence[str] | None, rows: list[dict]) -> None:
+    """`rows` as CSV with these `columns`, in this order; keys not among them are left out, missing ones empty. An
+    Interval value fills three columns (`flatten`); `columns` None: every key of the rows, in order of first
+    appearance."""
+    flat = [flatten(row) for row in rows]
+    if columns is None:
+        columns = list(dict.fromkeys(key for row in flat for key in row))
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, columns, extrasaction="ignore")
+        writer = csv.DictWriter(f, list(columns), extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(flat)
+
+
+def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A Markdown table: the header of `columns`, then one line per row, each cell as str() writes it (an Interval
+    in its one format, Interval.__format__; format a number before, as it should read). Raises ValueError for a
+    row whose number of cells is not the number of columns."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [str(cell) for cell in row]
+        if len(cells) != len(columns):
+            raise ValueError(f"markdown_table: a row of {len(cells)} cells under {len(columns)} columns: {cells}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def format_table(rows: list[dict]) -> str:

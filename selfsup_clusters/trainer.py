@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -14,13 +16,15 @@ import torch
 from selfsup_clusters import distributed, provenance
 from selfsup_clusters.checkpoint import save_checkpoint
 from selfsup_clusters.clusters import cluster_statistics
-from selfsup_clusters.config import Config, to_dict, to_yaml
-from selfsup_clusters.errors import Interrupted, UserError
+from selfsup_clusters.config import Config, to_dict, to_yaml, validate
+from selfsup_clusters.errors import Interrupted
 from selfsup_clusters.evaluate import extract_features
+from selfsup_clusters.files import hold_folder
 from selfsup_clusters.logger import NullLogger, RunLogger
 from selfsup_clusters.progress import progress
-from selfsup_clusters.run import Run, autocast, setup
+from selfsup_clusters.run import Run, autocast, run_folder, setup, setup_resumed
 from selfsup_clusters.run_eval import evaluate
+from selfsup_clusters.seeds import derived_seed
 
 
 def kmeans_due(run: Run, epoch: int) -> bool:
@@ -71,7 +75,7 @@ def update_clusters(run: Run, epoch: int, logger: RunLogger) -> list[dict]:
 
 def epoch_generator(cfg: Config, epoch: int, device: torch.device) -> torch.Generator:
     """The epoch's shuffling and augmentation randomness depends only on (seed, epoch): resume is exact."""
-    return torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + epoch)
+    return torch.Generator(device=device).manual_seed(derived_seed(cfg.seed, epoch))
 
 
 def train_epoch(run: Run, epoch: int, logger: RunLogger) -> dict:
@@ -149,69 +153,101 @@ def checkpoint_state(run: Run, epoch: int, train_time_s: float) -> dict:
     }
 
 
-def train(cfg: Config, resume: str | Path | None = None) -> dict:
-    """Train (or continue) one run; returns the final metrics that also go to final.json.
+def train(cfg: Config) -> dict:
+    """Train one new run into `cfg.out` (default runs/METHOD-STAMP); returns the final metrics that also go to
+    final.json. Under torchrun every process runs this; rank 0 alone evaluates, logs, prints and writes
+    checkpoints."""
 
-    Under torchrun every process runs this; rank 0 alone evaluates, logs, prints and writes checkpoints.
-    """
+    def open_run(stack: ExitStack) -> Run:
+        validate(cfg)
+        out_dir = run_folder(cfg)
+        hold(stack, out_dir)
+        return setup(cfg, out_dir)
+
+    return execute(open_run)
+
+
+def resume(run_dir: str | Path) -> dict:
+    """Continue the run in `run_dir` exactly where its last checkpoint left it, on its own config; a finished run
+    is refused before any data loads."""
+
+    def open_run(stack: ExitStack) -> Run:
+        hold(stack, Path(run_dir), "--resume")
+        return setup_resumed(run_dir)
+
+    return execute(open_run)
+
+
+def hold(stack: ExitStack, folder: Path, option: str = "--out") -> None:
+    """The run holds its folder (rank 0, for all ranks) until it ends: a second run into it is refused."""
+    if distributed.is_main():
+        stack.enter_context(hold_folder(folder, option))
+
+
+def execute(open_run: Callable[[ExitStack], Run]) -> dict:
+    """The process group, the run `open_run` opens (holding its folder on the stack), its epochs and final.json;
+    whatever fails, the process group and the folder are released."""
     distributed.init()
-    try:
-        run = setup(cfg, resume)
-        if run.start_epoch >= run.cfg.epochs:  # before the logger, whose purge step would drop the last epoch's events
-            raise UserError(f"{run.out_dir} already finished its {run.cfg.epochs} epochs; its results are in "
-                            "final.json")
-    except BaseException:
-        # A bad config must not leave the process group standing: under torchrun its (NCCL) threads would abort
-        # every process at exit (SIGABRT) instead of letting it exit with the error's status.
-        distributed.cleanup()
-        raise
+    # A bad config must not leave the process group standing: under torchrun its (NCCL) threads would abort every
+    # process at exit (SIGABRT) instead of letting it exit with the error's status.
+    with ExitStack() as stack:
+        stack.callback(distributed.cleanup)
+        run = open_run(stack)
+        logger = RunLogger(run.out_dir, run.cfg.log.tensorboard, resume_epoch=run.start_epoch,
+                           purge_step=run.start_epoch * run.steps_per_epoch if run.start_epoch else None
+                           ) if distributed.is_main() else NullLogger()
+        stack.callback(logger.close)
+        try:
+            return train_epochs(run, logger)
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted; the last finished epoch is saved - continue with --resume {run.out_dir}"
+                              ) from None
+
+
+def train_epochs(run: Run, logger: RunLogger) -> dict:
+    """The epochs from `run.start_epoch` on, each logged and checkpointed; the final metrics."""
     cfg = run.cfg
-    logger = RunLogger(run.out_dir, cfg.log.tensorboard, resume_epoch=run.start_epoch,
-                       purge_step=run.start_epoch * run.steps_per_epoch if run.start_epoch else None
-                       ) if distributed.is_main() else NullLogger()
     environment = provenance.environment(run.device, run.precision, distributed.world_size()) \
         if distributed.is_main() else {}
     logger.run_info(to_yaml(cfg), environment, step=run.start_epoch * run.steps_per_epoch)
     record: dict = {}
     total_start = time.perf_counter()
-    try:
-        labelled = bool((run.data.train.labels >= 0).any() and (run.data.test.labels >= 0).any())
-        if not labelled and distributed.is_main():
-            print(f"{cfg.data.name} has no labels: kNN and linear evaluation are off", flush=True)
-        for epoch in range(run.start_epoch, cfg.epochs):
-            cluster_rows = update_clusters(run, epoch, logger) if clustering_due(run, epoch) else []
-            record = {"epoch": epoch, **train_epoch(run, epoch, logger)}
-            if cluster_rows:
-                record["clusters"] = cluster_rows
-            if labelled and distributed.is_main():
-                record.update(evaluate_epoch(run, epoch, logger))
-            # Log first, then checkpoint: resume drops logged epochs the checkpoint does not cover.
-            logger.epoch(record, step=(epoch + 1) * run.steps_per_epoch)
-            train_time_s = run.train_time_s + time.perf_counter() - total_start
-            if distributed.is_main():
-                state = checkpoint_state(run, epoch, train_time_s)
-                save_checkpoint(state, run.out_dir / "checkpoints" / "last.pt")
-                if cfg.log.save_every and (epoch + 1) % cfg.log.save_every == 0:
-                    save_checkpoint(state, run.out_dir / "checkpoints" / f"epoch{epoch + 1:04d}.pt")
-                print(_epoch_line(record, cfg.epochs), flush=True)
-            distributed.barrier()  # every rank leaves the epoch with its checkpoint written
-        final = {
-            "config": to_dict(cfg),
-            "out_dir": str(run.out_dir),
-            "epochs": cfg.epochs,
-            "precision": run.precision,
-            "environment": environment,  # versions, commit, machine, threads: what the numbers were measured on
-            "train_time_s": train_time_s,  # all invocations of a resumed run, up to the last checkpoint
-            **{k: v for k, v in record.items() if k not in ("epoch", "clusters")},
-        }
-        logger.final(final, hparams(run))
-        return final
-    except KeyboardInterrupt:
-        raise Interrupted(f"interrupted; the last finished epoch is saved - continue with --resume {run.out_dir}"
-                          ) from None
-    finally:
-        logger.close()
-        distributed.cleanup()
+    train_time_s = run.train_time_s
+    if not run.data.scorable and distributed.is_main():
+        print(f"{cfg.data.name} has no labels: kNN and linear evaluation are off", flush=True)
+    for epoch in range(run.start_epoch, cfg.epochs):
+        cluster_rows = update_clusters(run, epoch, logger) if clustering_due(run, epoch) else []
+        record = {"epoch": epoch, **train_epoch(run, epoch, logger)}
+        if cluster_rows:
+            record["clusters"] = cluster_rows
+        if run.data.scorable and distributed.is_main():
+            record.update(evaluate_epoch(run, epoch, logger))
+        # Log first, then checkpoint: resume drops logged epochs the checkpoint does not cover.
+        logger.epoch(record, step=(epoch + 1) * run.steps_per_epoch)
+        train_time_s = run.train_time_s + time.perf_counter() - total_start
+        if distributed.is_main():
+            save_epoch(run, epoch, train_time_s)
+            print(_epoch_line(record, cfg.epochs), flush=True)
+        distributed.barrier()  # every rank leaves the epoch with its checkpoint written
+    final = {
+        "config": to_dict(cfg),
+        "out_dir": str(run.out_dir),
+        "epochs": cfg.epochs,
+        "precision": run.precision,
+        "environment": environment,  # versions, commit, machine, threads: what the numbers were measured on
+        "train_time_s": train_time_s,  # all invocations of a resumed run, up to the last checkpoint
+        **{k: v for k, v in record.items() if k not in ("epoch", "clusters")},
+    }
+    logger.final(final, hparams(run))
+    return final
+
+
+def save_epoch(run: Run, epoch: int, train_time_s: float) -> None:
+    """checkpoints/last.pt after every epoch, and epochNNNN.pt every `log.save_every` epochs."""
+    state = checkpoint_state(run, epoch, train_time_s)
+    save_checkpoint(state, run.out_dir / "checkpoints" / "last.pt")
+    if run.cfg.log.save_every and (epoch + 1) % run.cfg.log.save_every == 0:
+        save_checkpoint(state, run.out_dir / "checkpoints" / f"epoch{epoch + 1:04d}.pt")
 
 
 def hparams(run: Run) -> dict:

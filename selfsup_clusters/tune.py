@@ -16,11 +16,13 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from selfsup_clusters.compare import Entry, budget_line, interval_text, summarise, train_entries
-from selfsup_clusters.config import UserConfig, split_values, to_yaml
+from selfsup_clusters.config import split_values, to_yaml
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.methods import method_class
-from selfsup_clusters.tables import write_csv
+from selfsup_clusters.recipes import UserConfig
+from selfsup_clusters.report import budget_line, cell
+from selfsup_clusters.suite import Entry, Result, Summary, summarise, train_entries
+from selfsup_clusters.tables import markdown_table, write_csv
 
 DEFAULT_VAL_FRACTION = 0.1
 
@@ -47,6 +49,18 @@ def grid_entries(method: str, clusters: str, grid: dict[str, list[str]]) -> list
             for values in itertools.product(*grid.values())]
 
 
+def rank(results: list[Result]) -> list[tuple[Summary, dict[str, str], Result]]:
+    """(summary, the point's settings, result) per grid point, best first: linear top-1 decides, kNN breaks ties,
+    a point without the score last."""
+
+    def score(ranked: tuple[Summary, dict[str, str], Result]) -> tuple[float, float]:
+        means = [ranked[0].mean(metric) for metric in ("linear_top1", "knn_top1")]
+        return tuple(-1.0 if mean is None else mean for mean in means)
+
+    return sorted(((summarise(result), dict(item.split("=", 1) for item in result.entry.overrides), result)
+                   for result in results), key=score, reverse=True)
+
+
 def tune(user: UserConfig, method: str, grid: dict[str, list[str]], seeds: list[int], out: Path
          ) -> tuple[str, list[str]]:
     """Train and score every grid point on the validation split; write tune.csv, tune.md and best.yaml."""
@@ -64,20 +78,15 @@ def tune(user: UserConfig, method: str, grid: dict[str, list[str]], seeds: list[
         user.load(f"method={method}", *entry.overrides)
     out.mkdir(parents=True, exist_ok=True)
     results, failures = train_entries(user, entries, seeds, out, "tune")
-    # (row, the point's settings) best first: linear top-1 decides, kNN breaks ties
-    ranked = sorted(((summarise(result), dict(item.split("=", 1) for item in result.entry.overrides), result)
-                     for result in results),
-                    key=lambda ranked: (ranked[0].get("linear_top1", -1.0), ranked[0].get("knn_top1", -1.0)),
-                    reverse=True)
+    ranked = rank(results)
     columns = ["point", *grid, "linear_top1", "linear_top1_low", "linear_top1_high", "knn_top1", "knn_top1_low",
                "knn_top1_high", "seeds"]
     write_csv(out / "tune.csv", columns,
-              [{**row, **point, "point": " ".join(result.entry.overrides)} for row, point, result in ranked])
+              [{**row.row(), **point, "point": " ".join(result.entry.overrides)} for row, point, result in ranked])
     scored = user.load(f"method={method}")
-    lines = [f"| {' | '.join(grid)} | linear top-1 (validation) | kNN top-1 (validation) | seeds |",
-             "|" + "---|" * (len(grid) + 3)]
-    lines += [f"| {' | '.join(point[key] for key in grid)} | {interval_text(row, 'linear_top1')} | "
-              f"{interval_text(row, 'knn_top1')} | {row['seeds']} |" for row, point, _ in ranked]
+    lines = [markdown_table([*grid, "linear top-1 (validation)", "kNN top-1 (validation)", "seeds"],
+                            [[*(point[key] for key in grid), cell(row.get("linear_top1")), cell(row.get("knn_top1")),
+                              row.seeds] for row, point, _ in ranked])]
     notes = [f"{method}{'' if clusters == 'none' else ' ' + clusters}: " + budget_line(scored, seeds)]
     notes += [f"FAILED: {failure}" for failure in failures]
     if ranked:

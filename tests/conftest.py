@@ -103,8 +103,8 @@ def interrupting_after_a_checkpoint(monkeypatch):
 def interrupted_run(overrides, monkeypatch):
     """Train with `overrides`, interrupted (as by Ctrl-C) right after the first epoch's checkpoint."""
     from selfsup_clusters import trainer
-    from selfsup_clusters.config import load_config
     from selfsup_clusters.errors import UserError
+    from selfsup_clusters.recipes import load_config
 
     with interrupting_after_a_checkpoint(monkeypatch), pytest.raises(UserError, match="--resume"):
         trainer.train(load_config(overrides=overrides))

@@ -12,7 +12,7 @@ from selfsup_clusters import run as run_module
 from selfsup_clusters import trainer
 from selfsup_clusters.bench import parse_variants, synthetic_dataset
 from selfsup_clusters.cli import main
-from selfsup_clusters.config import load_config
+from selfsup_clusters.recipes import load_config
 from tests.conftest import TINY, needs_fashion_mnist
 
 TINY_BENCH = ["--dataset", "synthetic", "--backbone", "test_resnet", "--batch-size", "16", "--steps", "2",

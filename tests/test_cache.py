@@ -12,12 +12,12 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from selfsup_clusters.cli import main
-from selfsup_clusters.config import load_config
 from selfsup_clusters.data import cache, load_dataset
 from selfsup_clusters.data.augment import BatchAugment, gaussian_blur, rotate_hue
 from selfsup_clusters.data.loader import FileBatches, InMemoryBatches, make_batches
 from selfsup_clusters.errors import UserError
-from selfsup_clusters.trainer import train
+from selfsup_clusters.recipes import load_config
+from selfsup_clusters.trainer import resume, train
 from tests.conftest import interrupted_run, metrics
 from tests.test_datasets import fake_table
 
@@ -213,7 +213,7 @@ def straight_and_resumed(overrides: list[str], tmp_path, monkeypatch, before_res
     train(load_config(overrides=[*overrides, f"out={tmp_path / 'straight'}"]))
     interrupted_run([*overrides, f"out={tmp_path / 'resumed'}"], monkeypatch)
     before_resuming()
-    train(load_config(), resume=tmp_path / "resumed")
+    resume(tmp_path / "resumed")
     straight, resumed = metrics(tmp_path / "straight"), metrics(tmp_path / "resumed")
     assert [r["epoch"] for r in resumed] == [0, 1]
     return straight, resumed

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from selfsup_clusters.claims import combine
+from selfsup_clusters.claims_report import combine
 from selfsup_clusters.cli import main
 from selfsup_clusters.clusters import ClusterError, parse_spec, split_spec_list
 from selfsup_clusters.intervals import Interval, verdict
@@ -129,8 +129,8 @@ def test_claims_rejects_an_unknown_budget(capsys):
 
 
 def test_c4_sets_with_their_own_budget_train_apart_from_c1s_run():
-    from selfsup_clusters.claims import Comparison, Plan
-    from selfsup_clusters.compare import Entry
+    from selfsup_clusters.claims_plan import Comparison, Plan
+    from selfsup_clusters.suite import Entry
 
     aux = Entry("cl-infonce", "wordnet:8")
     levels = [("labels", {}), ("wordnet:8", {})]

@@ -269,6 +269,41 @@ def test_wordnet_bad_wnid():
         build_cluster_source("wordnet:2", AuxiliaryInfo(torch.arange(2), ["a", "b"], wnids=["n00001740", "n00001741"]))
 
 
+@needs_wordnet
+def test_a_wordnet_level_deeper_than_every_class_is_an_error_and_a_partly_shallow_one_a_warning(caplog, monkeypatch):
+    from selfsup_clusters.clusters import sources
+
+    monkeypatch.setattr(sources, "_warned", set())  # once per process: as if no earlier test had built wordnet:9
+    aux = AuxiliaryInfo(torch.arange(10), FASHION_MNIST)
+    with pytest.raises(ClusterError, match=r"^wordnet:99 is deeper than every class: the deepest class "
+                                           r"\('T-shirt/top'\) is at depth 10, so wordnet:10 is the deepest useful "
+                                           r"level; use wordnet:1\.\.10$"):
+        build_cluster_source("wordnet:99", aux)
+    with caplog.at_level(logging.WARNING, logger="selfsup_clusters.clusters"):
+        assert build_cluster_source("wordnet:9", aux).num_clusters == [9]
+        build_cluster_source("wordnet:9", aux)  # the next run of a comparison: said once already
+        build_cluster_source("wordnet:8", aux)  # every class is at least 8 deep
+        statistics_table(aux)  # lists the levels up to the deepest: no warnings
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "wordnet:9: 2 of 10 classes are shallower than depth 9 (e.g. 'Bag' at 8, 'Ankle boot' at 8) and keep their "
+        "own synset as their cluster"]
+
+
+def test_check_level_on_a_hand_made_hierarchy():
+    from selfsup_clusters.clusters.wordnet import WordNet, check_level
+
+    noun = WordNet(b"00001740 03 n 01 entity 0 000 | the root\n"
+                   b"00002000 03 n 01 animal 0 001 @ 00001740 n 0000 | depth 2\n"
+                   b"00003000 03 n 01 cat 0 001 @ 00002000 n 0000 | depth 3\n"
+                   b"00004000 03 n 01 rock 0 001 @ 00001740 n 0000 | depth 2\n")
+    classes, synsets = ["cat", "rock"], [3000, 4000]
+    assert check_level(2, synsets, classes, noun) is None
+    assert check_level(3, synsets, classes, noun) == ("wordnet:3: 1 of 2 classes are shallower than depth 3 (e.g. "
+                                                      "'rock' at 2) and keep their own synset as their cluster")
+    with pytest.raises(ClusterError, match=r"the deepest class \('cat'\) is at depth 3, so wordnet:3 is the deepest"):
+        check_level(4, synsets, classes, noun)
+
+
 # ---- checkpointing ----------------------------------------------------------
 
 

@@ -112,6 +112,8 @@ def test_intermediate_evaluations_land_in_metrics_and_survive_a_resume(tiny_over
     interrupted_run(overrides, monkeypatch)  # stops right after epoch 1's checkpoint
     first = metrics(run_dir)
     assert [row["epoch"] for row in first] == [0] and "linear_top1" in first[0] and "knn_top1" in first[0]
+    from selfsup_clusters.trainer import resume
+
     final = resume(run_dir)
     rows = metrics(run_dir)
     assert rows[0] == first[0]  # epoch 1's evaluation is kept, not recomputed
@@ -122,16 +124,9 @@ def test_intermediate_evaluations_land_in_metrics_and_survive_a_resume(tiny_over
     assert json.loads((run_dir / "final.json").read_text())["samples_seen"] == 64 * 4 * 3
 
 
-def resume(run_dir):
-    from selfsup_clusters.config import load_config
-    from selfsup_clusters.trainer import train
-
-    return train(load_config(overrides=["device=cpu"]), resume=run_dir)
-
-
 def test_eval_at_beyond_the_run_is_refused():
-    from selfsup_clusters.config import load_config
     from selfsup_clusters.errors import UserError
+    from selfsup_clusters.recipes import load_config
 
     with pytest.raises(UserError, match=r"eval.at=\[3\] names an epoch outside 1..2"):
         load_config(overrides=["epochs=2", "eval.at=[3]"])

@@ -13,12 +13,14 @@ from PIL import Image
 
 from selfsup_clusters.cli import main
 from selfsup_clusters.clusters import build_cluster_source, rank_attributes, statistics_table
-from selfsup_clusters.config import CONFIG_DIR, DataConfig, UserConfig, load_config
+from selfsup_clusters.config import CONFIG_DIR, DataConfig
 from selfsup_clusters.data import load_dataset
 from selfsup_clusters.data.augment import BatchAugment
 from selfsup_clusters.data.loader import FileBatches, make_batches
 from selfsup_clusters.errors import UserError
+from selfsup_clusters.recipes import UserConfig, load_config
 from selfsup_clusters.trainer import train
+from tests.conftest import needs_fashion_mnist
 from tools.cub_to_csv import convert as cub_to_csv
 from tools.imagenet_subset import link_subset, read_class_list
 
@@ -432,3 +434,21 @@ def test_imagenet_subset_links_the_listed_classes(tmp_path):
         read_class_list(tmp_path / "bad.txt")
     with pytest.raises(SystemExit, match=r"lacks 2 class folders \(e.g. \['train/n09999999', 'val/n09999999'\]\)"):
         link_subset(["n09999999"], imagenet, tmp_path / "x")
+
+
+@needs_fashion_mnist
+def test_the_validation_split_is_held_out_once_by_load_dataset_for_every_command(tmp_path, capsys):
+    from selfsup_clusters import run as run_module
+
+    cfg = load_config(overrides=["data.subset=1000", "data.val_fraction=0.2", "device=cpu",
+                                 "model.backbone=test_resnet", "eval.cluster_metrics=false", f"out={tmp_path / 'run'}"])
+    data = load_dataset(cfg.data)
+    whole = load_dataset(load_config(overrides=["data.subset=1000"]).data)
+    held = whole.holdout(0.2)  # 20% of each class of the first 1,000 images: 801 + 199
+    assert (len(data.train), len(data.test)) == (len(held.train), len(held.test)) == (801, 199)
+    assert torch.equal(data.test.images, held.test.images)
+    run = run_module.setup(cfg)
+    assert (len(run.data.train), len(run.data.test)) == (801, 199)  # training holds out no second time
+    # `clusters` counts the training images only, as analyze and claim C4 do
+    assert main(["clusters", "--subset", "1000", "data.val_fraction=0.2"]) == 0
+    assert "fashion-mnist: 801 training images" in capsys.readouterr().out

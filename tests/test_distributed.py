@@ -51,7 +51,7 @@ def max_difference(one: list[float], two: list[float]) -> float:
 
 
 def one_process(overrides: list[str]) -> None:
-    from selfsup_clusters.config import load_config
+    from selfsup_clusters.recipes import load_config
     from selfsup_clusters.trainer import train
 
     train(load_config(overrides=overrides))
@@ -71,6 +71,26 @@ def test_one_process_helpers_return_their_input():
     module = torch.nn.BatchNorm1d(3)
     assert distributed.data_parallel(module, torch.device("cpu")) is module
     assert distributed.sync_batchnorm(module, torch.device("cpu")) is module
+    assert distributed.gather_others(x, torch.arange(4)) == (None, None)
+
+
+def test_gather_others_is_the_other_ranks_rows_with_their_gradient(monkeypatch):
+    """Rank 1 of 2, the collectives played in-process: rank 0 holds this rank's rows + 100, and each rank's loss
+    is the sum of the other rank's rows, so every row's gradient is 1 (it reaches the rank that computed it)."""
+    from selfsup_clusters import distributed
+
+    monkeypatch.setattr(distributed, "enabled", lambda: True)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "rank", lambda: 1)
+    monkeypatch.setattr(distributed.dist, "all_gather", lambda parts, x: [parts[0].copy_(x + 100), parts[1].copy_(x)])
+    # Sum over the ranks: rank 0's gradient of the gathered rows is this rank's with its halves swapped.
+    monkeypatch.setattr(distributed.dist, "all_reduce", lambda grad: grad.add_(grad.roll(grad.shape[0] // 2, 0)))
+    z, ids = torch.randn(3, 2, requires_grad=True), torch.tensor([5, 6, 7])
+    others, other_ids = distributed.gather_others(z, ids)
+    assert torch.equal(others, z.detach() + 100) and torch.equal(other_ids, ids + 100)
+    assert others.requires_grad and not other_ids.requires_grad
+    others.sum().backward()
+    assert torch.equal(z.grad, torch.ones(3, 2))
 
 
 def test_each_rank_gets_its_slice_of_the_same_views(monkeypatch):

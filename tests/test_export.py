@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from selfsup_clusters.cli import main
-from selfsup_clusters.config import load_config
+from selfsup_clusters.data import load_dataset
+from selfsup_clusters.recipes import load_config
 from selfsup_clusters.run import load_trained
 from selfsup_clusters.trainer import train
 from tests.conftest import TINY, needs_fashion_mnist
@@ -127,7 +128,7 @@ def test_embed_writes_the_trainers_features_with_labels_and_indices(trained_run,
     (["export", "--checkpoint", "{ckpt}", "--out", "{tmp}/a_file"], "is a file, not a folder"),
     (["embed", "--checkpoint", "{ckpt}", "--out", "{tmp}/features.txt"], "must end in .npy"),
     (["embed", "--checkpoint", "{ckpt}", "--out", "{tmp}/a_folder.npy"], "is a folder"),
-    (["embed", "--checkpoint", "{ckpt}", "--split", "val", "--out", "{tmp}/f.npy"], "--split 'val'"),
+    (["embed", "--checkpoint", "{ckpt}", "--split", "valid", "--out", "{tmp}/f.npy"], "--split 'valid'"),
     (["embed", "--checkpoint", "{ckpt}", "--subset", "0", "--out", "{tmp}/f.npy"], "--subset 0"),
     (["embed", "--checkpoint", "{ckpt}", "--dataset", "mnist", "--out", "{tmp}/f.npy"], "unknown dataset 'mnist'"),
     (["embed", "--checkpoint", "{ckpt}", "--dataset", "cifar10", "--data-root", "{tmp}", "--out", "{tmp}/f.npy"],
@@ -151,3 +152,20 @@ def test_load_backbone_of_a_folder_that_is_no_export(tmp_path):
 
     with pytest.raises(UserError, match="not a backbone written by `selfsup-clusters export`"):
         load_backbone(tmp_path)
+
+
+def test_embed_splits_follow_the_runs_validation_split(trained_run, tmp_path, capsys):
+    """With data.val_fraction, --split train leaves the validation images out and --split val is them; without
+    one, --split val is an error. A fraction of 0.999 leaves 6 training images a class: 60 to embed."""
+    checkpoint = str(trained_run / "checkpoints" / "last.pt")
+    out = tmp_path / "train.npz"
+    assert main(["embed", "--checkpoint", checkpoint, "--out", str(out), "data.val_fraction=0.999",
+                 "data.num_workers=0"]) == 0
+    held = load_dataset(load_config(overrides=["data.val_fraction=0.999"]).data)
+    assert np.array_equal(np.load(out)["labels"], held.train.labels.numpy()) and len(held.train) == 60
+    assert main(["embed", "--checkpoint", checkpoint, "--split", "test", "--subset", "8", "--out", str(out),
+                 "data.val_fraction=0.999"]) == 0
+    assert np.array_equal(np.load(out)["labels"], load_dataset(load_config().data).test.labels[:8].numpy())
+    capsys.readouterr()
+    assert main(["embed", "--checkpoint", checkpoint, "--split", "val", "--out", str(out)]) == 2
+    assert "held out no validation split" in capsys.readouterr().err

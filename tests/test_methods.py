@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from selfsup_clusters.clusters import Assignments
-from selfsup_clusters.config import load_config
 from selfsup_clusters.losses import cluster_info_nce
 from selfsup_clusters.methods import build_method
+from selfsup_clusters.recipes import load_config
 from selfsup_clusters.trainer import train
 from tests.conftest import TINY, needs_fashion_mnist, needs_wordnet
 

@@ -9,12 +9,12 @@ import torch.nn.functional as F
 
 from selfsup_clusters.baselines.pcl import sample_negative_prototypes
 from selfsup_clusters.clusters import Assignments
-from selfsup_clusters.config import load_config
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.losses import info_nce, proto_nce
 from selfsup_clusters.methods import build_method
+from selfsup_clusters.recipes import load_config
 from selfsup_clusters.run import build_optimizer
-from selfsup_clusters.trainer import train
+from selfsup_clusters.trainer import resume, train
 from tests.conftest import TINY, interrupted_run, metrics, needs_fashion_mnist
 
 BATCH = 16
@@ -274,7 +274,7 @@ def test_pcl_resume_gives_the_same_metrics_as_an_uninterrupted_run(tmp_path, mon
 
     resumed = tmp_path / "resumed"
     interrupted_run([*overrides, f"out={resumed}"], monkeypatch)
-    train(load_config(), resume=resumed)
+    resume(resumed)
 
     straight, again = metrics(tmp_path / "straight"), metrics(resumed)
     assert [r["epoch"] for r in again] == [0, 1]

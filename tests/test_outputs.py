@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from selfsup_clusters.config import load_config
+from selfsup_clusters.recipes import load_config
 from selfsup_clusters.trainer import train
 from tests.conftest import TINY, needs_fashion_mnist
 
@@ -50,7 +50,6 @@ def test_final_json_and_tensorboard_record_the_environment(tmp_path):
 
 
 def test_git_commit_only_of_a_checkout_that_holds_this_package(tmp_path, monkeypatch):
-    import selfsup_clusters
     from selfsup_clusters import provenance
 
     if shutil.which("git") is None:
@@ -68,14 +67,14 @@ def test_git_commit_only_of_a_checkout_that_holds_this_package(tmp_path, monkeyp
         return package, head.strip()
 
     package, head = checkout(tmp_path / "project", ".")
-    monkeypatch.setattr(selfsup_clusters, "__file__", str(package / "__init__.py"))
+    monkeypatch.setattr(provenance, "PACKAGE", package.resolve())
     assert provenance.git_state() == (head, False)
     (package / "__init__.py").write_text("changed = True\n")
     assert provenance.git_state() == (head, True)
 
     # installed into a venv that happens to lie inside some other repository: no commit to claim
     package, _ = checkout(tmp_path / "other", ".venv/lib/site-packages")
-    monkeypatch.setattr(selfsup_clusters, "__file__", str(package / "__init__.py"))
+    monkeypatch.setattr(provenance, "PACKAGE", package.resolve())
     assert provenance.git_state() == (None, None)
 
 

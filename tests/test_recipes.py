@@ -14,11 +14,11 @@ from selfsup_clusters import run as run_module
 from selfsup_clusters import trainer
 from selfsup_clusters.bench import synthetic_dataset
 from selfsup_clusters.cli import main
-from selfsup_clusters.config import load_config
 from selfsup_clusters.data.base import ImageDataset
 from selfsup_clusters.logger import NullLogger
 from selfsup_clusters.losses import info_nce
 from selfsup_clusters.methods import METHODS, build_method
+from selfsup_clusters.recipes import load_config
 from tests.conftest import TINY, needs_fashion_mnist
 
 # --- recipes ---------------------------------------------------------------------------------------------------
@@ -101,14 +101,16 @@ class Untouchable:
 
 @needs_fashion_mnist
 def test_tune_writes_its_files_and_never_reads_the_test_split(tmp_path, monkeypatch, capsys):
-    from selfsup_clusters.data import load_dataset as real_load
+    from selfsup_clusters.data import DATASETS
 
-    def load_without_test(cfg) -> ImageDataset:
-        data = real_load(cfg)
+    real_load = DATASETS["fashion-mnist"]
+
+    def load_without_test(cfg, path) -> ImageDataset:
+        data = real_load(cfg, path)
         data.test = Untouchable()
         return data
 
-    monkeypatch.setattr(run_module, "load_dataset", load_without_test)
+    monkeypatch.setitem(DATASETS, "fashion-mnist", load_without_test)
     out = tmp_path / "tune"
     args = ["tune", "--method", "simclr", "--grid", "optim.lr=0.1,0.4", "--out", str(out), *TINY, "epochs=1",
             "eval.cluster_metrics=false", "eval.projector=0"]

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from selfsup_clusters import trainer
-from selfsup_clusters.config import load_config
 from selfsup_clusters.errors import UserError
-from selfsup_clusters.trainer import train
+from selfsup_clusters.recipes import load_config
+from selfsup_clusters.trainer import resume, train
 from tests.conftest import TINY, metrics, needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
@@ -53,7 +53,7 @@ def test_resume_is_exact(tmp_path, monkeypatch, method):
     train(load_config(overrides=[*overrides, f"out={straight}"]))
     interrupted_after([*overrides, f"out={resumed}"], 1, monkeypatch)
     assert [r["epoch"] for r in metrics(resumed)] == [0, 1]
-    train(load_config(), resume=resumed)
+    resume(resumed)
 
     one, two = metrics(straight), metrics(resumed)
     assert [r["epoch"] for r in two] == [0, 1, 2]

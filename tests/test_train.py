@@ -7,7 +7,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from selfsup_clusters.cli import main
-from selfsup_clusters.config import load_config
+from selfsup_clusters.recipes import load_config
 from selfsup_clusters.trainer import train
 from tests.conftest import TINY, interrupted_run, metrics, needs_fashion_mnist
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from selfsup_clusters.cli import main
-from selfsup_clusters.config import load_config
-from selfsup_clusters.trainer import train
+from selfsup_clusters.recipes import load_config
+from selfsup_clusters.trainer import resume, train
 from tests.conftest import TINY, interrupted_run, metrics, needs_fashion_mnist, needs_wordnet
 
 pytestmark = needs_fashion_mnist
@@ -47,8 +47,8 @@ def test_kmeans_input_is_a_fresh_pass_or_the_full_memory_bank(tmp_path, monkeypa
     monkeypatch.setattr(trainer, "extract_features", lambda *a, **k: passes.append(1) or real_extract(*a, **k))
     real_setup = trainer.setup
 
-    def spy_setup(cfg, resume=None):
-        run = real_setup(cfg, resume)
+    def spy_setup(cfg, out_dir):
+        run = real_setup(cfg, out_dir)
         assign = run.cluster_source.assign
         run.cluster_source.assign = lambda f: inputs.append((f.clone(), run.memory.features.clone())) or assign(f)
         return run
@@ -74,10 +74,10 @@ def test_resume_keeps_the_saved_assignments(tmp_path, monkeypatch):
     saved = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["assignments"]
 
     seen, trained_with = [], []
-    real_setup = trainer.setup
+    real_setup = trainer.setup_resumed
 
-    def spy_setup(cfg, resume=None):
-        run = real_setup(cfg, resume)
+    def spy_setup(run_dir):
+        run = real_setup(run_dir)
         seen.append(run.assignments)
         step = run.method.training_step
 
@@ -88,9 +88,9 @@ def test_resume_keeps_the_saved_assignments(tmp_path, monkeypatch):
         run.method.training_step = spy_step
         return run
 
-    monkeypatch.setattr(trainer, "setup", spy_setup)
+    monkeypatch.setattr(trainer, "setup_resumed", spy_setup)
     monkeypatch.setattr(trainer, "update_clusters", lambda *a, **k: pytest.fail("re-clustered after resume"))
-    train(load_config(), resume=out)
+    resume(out)
     assert torch.equal(seen[0].ids[0], saved["ids"][0])
     assert trained_with and all(torch.equal(ids, saved["ids"][0]) for ids in trained_with)  # the method has them
     assert len(saved["ids"][0].unique()) == 8

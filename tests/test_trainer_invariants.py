@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from selfsup_clusters.bench import synthetic_dataset
-from selfsup_clusters.config import load_config
 from selfsup_clusters.logger import NullLogger
+from selfsup_clusters.recipes import load_config
 from selfsup_clusters.run import build_optimizer, setup
 from selfsup_clusters.run_eval import backbone_features, evaluate
 from selfsup_clusters.trainer import clustering_due, train_epoch, update_clusters

@@ -9,7 +9,9 @@ For each size S, the first --images Fashion-MNIST training images are resized to
 (quality 90) in one folder per class, and cached at S (the cache build is timed: --work keeps the folders; the cache
 is rebuilt for the timing). Then, per round, each path in turn:
   (a) input alone: one epoch of training batches (64 images, two views each) drawn with no training step, views/s;
-      the per-image path with its default data.num_workers (4), DataLoader start-up included as in training;
+      the per-image path with its default data.num_workers (4), DataLoader start-up included as in training; the
+      cache path with its batched augmentation on this CPU, and the cache's uint8 batches gathered alone (read:
+      the CPU's share when the augmentation runs on a GPU);
   (b) end to end: SimCLR training images/s (both views) over --train-steps steps (0: a whole epoch, DataLoader
       start-up included) after a warm-up round, batch 64, for each --backbones at each --train-sizes, through
       run.setup and trainer.train_epoch (the loop itself; configs/fashion_mnist.yaml's timm stem and fp32);
@@ -34,12 +36,12 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from selfsup_clusters.bench import timed_run, write_report  # noqa: E402
-from selfsup_clusters.config import load_config  # noqa: E402
 from selfsup_clusters.data import load_dataset  # noqa: E402
 from selfsup_clusters.data.augment import BatchAugment  # noqa: E402
 from selfsup_clusters.data.cache import cache_dataset  # noqa: E402
 from selfsup_clusters.data.fashion_mnist import CLASS_NAMES  # noqa: E402
 from selfsup_clusters.data.loader import make_batches  # noqa: E402
+from selfsup_clusters.recipes import load_config  # noqa: E402
 from selfsup_clusters.tables import format_table  # noqa: E402
 from selfsup_clusters.trainer import epoch_generator, train, train_epoch  # noqa: E402
 
@@ -90,6 +92,18 @@ def input_rate(cfg, data) -> float:
     return views / (time.perf_counter() - start)
 
 
+def read_rate(data) -> float:
+    """Views per second of one epoch of the cache's uint8 batches gathered with no augmentation (two views a
+    sample, counted as the training batches count them): the CPU's share of the cache path when the augmentation
+    runs on a GPU."""
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
+    start, views = time.perf_counter(), 0
+    for step in range(len(order) // BATCH):
+        batch = data.train.images[order[step * BATCH : (step + 1) * BATCH]]
+        views += 2 * len(batch)
+    return views / (time.perf_counter() - start)
+
+
 def alternate(measures: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
     """Each measure once per round, in turn (round 0 untimed: a warm-up)."""
     results = {name: [] for name in measures}
@@ -108,11 +122,14 @@ def input_path(folders: dict[int, Path], work: Path, overrides: list[str], round
             cfg = load_config(overrides=[*settings(folder, size, work, overrides), setting])
             data = load_dataset(cfg.data)
             measures[(size, path)] = lambda cfg=cfg, data=data: input_rate(cfg, data)
+        measures[(size, "read")] = lambda data=data: read_rate(data)  # the cache's data, loaded last
     results = alternate(measures, rounds)
-    return [{"size": size, "files_views_per_s": statistics.median(results[(size, "files")]),
-             "cache_views_per_s": statistics.median(results[(size, "cache")]),
-             "ratio": statistics.median(results[(size, "cache")]) / statistics.median(results[(size, "files")])}
-            for size in folders]
+    rows = []
+    for size in folders:
+        files, cache, read = (statistics.median(results[(size, path)]) for path in ("files", "cache", "read"))
+        rows.append({"size": size, "files_views_per_s": files, "cache_views_per_s": cache, "ratio": cache / files,
+                     "cache_read_views_per_s": read, "read_ratio": read / files})
+    return rows
 
 
 def training_rate(args, folders: dict[int, Path], work: Path) -> list[dict]:
@@ -157,7 +174,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4000)
     parser.add_argument("--sizes", default="32,64,96")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--train-sizes", default="64")
+    parser.add_argument("--train-sizes", default="64", help="'': skip (b)")
     parser.add_argument("--backbones", default="resnet10t")
     parser.add_argument("--train-steps", type=int, default=0, help="0: a whole epoch")
     parser.add_argument("--accuracy-size", type=int, default=32)
@@ -167,7 +184,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench_out/cache.json")
     parser.add_argument("overrides", nargs="*", help="key=value for every run, e.g. method=cl-infonce")
     args = parser.parse_args()
-    args.train_sizes = [int(s) for s in args.train_sizes.split(",")]
+    args.train_sizes = [int(s) for s in args.train_sizes.split(",") if s]  # none: skip (b)
     args.backbones = args.backbones.split(",")
     work = Path(args.work)
     sizes = sorted({*(int(s) for s in args.sizes.split(",")), *args.train_sizes, args.accuracy_size})
@@ -177,8 +194,9 @@ def main() -> None:
     report["input"] = input_path({s: folders[s] for s in map(int, args.sizes.split(","))}, work, args.overrides,
                                  args.rounds)
     print(format_table(report["input"]), flush=True)
-    report["training"] = training_rate(args, folders, work)
-    print(format_table(report["training"]), flush=True)
+    if args.train_sizes:
+        report["training"] = training_rate(args, folders, work)
+        print(format_table(report["training"]), flush=True)
     if args.accuracy_epochs:
         report["accuracy"] = accuracy(args, folders[args.accuracy_size], work)
         print(format_table(report["accuracy"]), flush=True)

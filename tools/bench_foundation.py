@@ -19,11 +19,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from selfsup_clusters.config import load_config
 from selfsup_clusters.data import load_dataset
 from selfsup_clusters.data.augment import BatchAugment
 from selfsup_clusters.evaluate import raw_pixel_knn, weighted_knn
 from selfsup_clusters.methods import build_method
+from selfsup_clusters.recipes import load_config
 from selfsup_clusters.run import build_optimizer
 from selfsup_clusters.trainer import epoch_generator
 

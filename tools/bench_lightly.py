@@ -43,9 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from selfsup_clusters.backbones import create_backbone  # noqa: E402
 from selfsup_clusters.bench import parse_variants, timed_run, write_report  # noqa: E402
-from selfsup_clusters.config import load_config  # noqa: E402
 from selfsup_clusters.data import load_dataset  # noqa: E402
 from selfsup_clusters.evaluate import linear_probe, weighted_knn  # noqa: E402
+from selfsup_clusters.recipes import load_config  # noqa: E402
 from selfsup_clusters.run_eval import backbone_features  # noqa: E402
 from selfsup_clusters.trainer import train_epoch  # noqa: E402
 
@@ -194,8 +194,8 @@ def main() -> None:
                   f"{report['speed']['lightly_median']:.0f}, ratio {report['speed']['ratio']:.2f}", flush=True)
         if args.race_images:
             variants = parse_variants(args.race_variant or ["ours="])
-            held_out = cfg.data.val_fraction or 0.1
-            report["race"] = race(cfg, overrides, data.holdout(held_out), args.race_images, variants)
+            held_out = dataclasses.replace(cfg.data, val_fraction=cfg.data.val_fraction or 0.1)
+            report["race"] = race(cfg, overrides, load_dataset(held_out), args.race_images, variants)
     write_report(report, args.out)
 
 

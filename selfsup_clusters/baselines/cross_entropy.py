@@ -14,6 +14,7 @@ from torch import nn
 
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.method import Method
+from selfsup_clusters.seeds import derived_seed
 
 
 class ClusterCrossEntropy(Method):
@@ -48,7 +49,7 @@ class ClusterCrossEntropy(Method):
             self.resets += 1
             # The same heads on every rank, and the global RNG untouched.
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(self.seed * 1_000_003 + int(self.resets))
+                torch.manual_seed(derived_seed(self.seed, int(self.resets)))
                 for head in self.heads:
                     head.reset_parameters()
             reset = list(self.heads.parameters())

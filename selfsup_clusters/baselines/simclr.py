@@ -32,7 +32,6 @@ class SimCLR(Method):
             # Under torchrun the other ranks' views (gathered with their gradient) are further negatives; ids are the
             # sample indices, so each anchor's positive is its own other view wherever it was computed.
             ids = index.repeat(len(views))
-            keys = distributed.other_ranks(distributed.all_gather(z, with_grad=True))
-            key_ids = distributed.other_ranks(distributed.all_gather(ids))
+            keys, key_ids = distributed.gather_others(z, ids)
             loss = cluster_info_nce(z, ids, self.temperature, keys, key_ids)
         return {"loss": self.scale_loss(loss), "z": z[: index.shape[0]].detach()}

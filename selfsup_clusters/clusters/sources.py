@@ -25,9 +25,10 @@ from .kmeans import KMeansOptions, run_kmeans
 from .spec import ClusterPart, ClusterSpec, parse_spec
 from .stats import cluster_statistics
 from .synthetic import merged_classes, split_classes
-from .wordnet import DEFAULT_WORDNET_DIR, class_synsets, load_wordnet, wordnet_levels
+from .wordnet import DEFAULT_WORDNET_DIR, check_level, class_synsets, load_wordnet, wordnet_levels
 
 logger = logging.getLogger(__name__)
+_warned: set[str] = set()  # warnings already given in this process (compare and claims build a source per run)
 
 
 class ClusterSource:
@@ -136,17 +137,19 @@ def build_cluster_source(
     *,
     kmeans_options: KMeansOptions | None = None,
     wordnet_dir: str = DEFAULT_WORDNET_DIR,
+    warn: bool = True,
 ) -> ClusterSource | None:
-    """The source for `spec` over the N training samples that `aux` describes; None for "none"."""
+    """The source for `spec` over the N training samples that `aux` describes; None for "none". `warn=False`
+    silences the warning for a `wordnet:L` that some classes are shallower than (given once per process)."""
     spec = parse_spec(spec)
     if not spec.parts:
         return None
-    sources = [_part_source(part, aux, kmeans_options, wordnet_dir) for part in spec.parts]
+    sources = [_part_source(part, aux, kmeans_options, wordnet_dir, warn) for part in spec.parts]
     return sources[0] if len(sources) == 1 else CompositeSource(spec, sources, len(aux.labels))
 
 
 def _part_source(part: ClusterPart, aux: AuxiliaryInfo, kmeans_options: KMeansOptions | None,
-                 wordnet_dir: str) -> ClusterSource:
+                 wordnet_dir: str, warn: bool = True) -> ClusterSource:
     labels = as_numpy_ints(aux.labels, "labels").reshape(-1)
     num_samples = len(labels)
     class_names = list(aux.class_names)
@@ -178,8 +181,12 @@ def _part_source(part: ClusterPart, aux: AuxiliaryInfo, kmeans_options: KMeansOp
         return KMeansSource(part, num_samples, kmeans_options or KMeansOptions())
     if part.kind == "wordnet":
         wordnet = load_wordnet(wordnet_dir)
-        ancestors = [wordnet.ancestor_at_depth(offset, part.number)
-                     for offset in class_synsets(class_names, aux.wnids)]
+        synsets = class_synsets(class_names, aux.wnids)
+        shallower = check_level(part.number, synsets, class_names, wordnet)
+        if shallower and warn and shallower not in _warned:
+            _warned.add(shallower)
+            logger.warning("%s", shallower)
+        ancestors = [wordnet.ancestor_at_depth(offset, part.number) for offset in synsets]
         names = {offset: wordnet.lemmas(offset)[0] for offset in ancestors}
         return FixedClusterSource(part, _class_level_clusters(labels, ancestors,
                                                               [names[offset] for offset in ancestors]))
@@ -213,7 +220,7 @@ def statistics_table(aux: AuxiliaryInfo, wordnet_dir: str = DEFAULT_WORDNET_DIR)
         specs += [f"attributes:{k}" for k in range(1, aux.attributes.shape[1] + 1)]
     rows = []
     for spec in specs:
-        ids = build_cluster_source(spec, aux, wordnet_dir=wordnet_dir).assign(None).ids[0]
+        ids = build_cluster_source(spec, aux, wordnet_dir=wordnet_dir, warn=False).assign(None).ids[0]
         rows.append({"clusters": spec, **cluster_statistics(ids, aux.labels)})
     return rows
 

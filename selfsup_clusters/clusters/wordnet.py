@@ -213,3 +213,25 @@ def class_synsets(class_names: Sequence[str], wnids: Sequence[str] | None = None
 def wordnet_levels(synsets: Sequence[int], wordnet: WordNet) -> list[int]:
     """Levels 1..D, D the depth of the deepest class: below D nothing changes."""
     return list(range(1, max(wordnet.depth(offset) for offset in synsets) + 1))
+
+
+def check_level(level: int, synsets: Sequence[int], class_names: Sequence[str], wordnet: WordNet) -> str | None:
+    """`wordnet:level` against the classes' depths: a ClusterError when it is deeper than every class (it would be
+    the deepest level again, the classes' own synsets, under another name); when only some classes are shallower,
+    the warning that says so (they are their own cluster at this level); None when every class reaches it."""
+    depths = [wordnet.depth(offset) for offset in synsets]
+    if not depths or level < 1:
+        return None
+    deepest = max(depths)
+    if level > deepest:
+        name = class_names[depths.index(deepest)]
+        raise ClusterError(
+            f"wordnet:{level} is deeper than every class: the deepest class ({name!r}) is at depth {deepest}, so "
+            f"wordnet:{deepest} is the deepest useful level; use wordnet:1..{deepest}"
+        )
+    shallower = [(name, depth) for name, depth in zip(class_names, depths, strict=True) if depth < level]
+    if not shallower:
+        return None
+    examples = ", ".join(f"{name!r} at {depth}" for name, depth in shallower[:3])
+    return (f"wordnet:{level}: {len(shallower)} of {len(depths)} classes are shallower than depth {level} (e.g. "
+            f"{examples}) and keep their own synset as their cluster")

@@ -32,6 +32,10 @@ TAKE_A_PATH = ("imagefolder", "csv")
 
 
 def load_dataset(cfg: DataConfig) -> ImageDataset:
+    """The dataset `cfg` names, as every command sees it: the first `subset` training and `test_subset` test
+    images, decoded once where `cache` says so; with `val_fraction` > 0, the validation split held out of the
+    training images in place of the test split (ImageDataset.holdout), whose images are then never read. The one
+    place each of these happens."""
     kind, _, path = cfg.name.partition(":")
     if kind not in DATASETS:
         raise UserError(f"unknown dataset {cfg.name!r}; choose one of: "
@@ -46,11 +50,11 @@ def load_dataset(cfg: DataConfig) -> ImageDataset:
                 f"pass at most {len(data.train)}"
             )
         data.train = data.train.first(cfg.subset)
-    if cfg.test_subset is not None:
+    if cfg.test_subset is not None and not cfg.val_fraction:  # a validation split stands in for the test split
         data.test = data.test.first(min(cfg.test_subset, len(data.test)))
     if cfg.cache and data.train.paths is not None:
         data = cache_dataset(data, cfg)[0]
-    return data
+    return data.holdout(cfg.val_fraction) if cfg.val_fraction > 0 else data
 
 
 __all__ = ["DATASETS", "ImageDataset", "Split", "load_dataset"]

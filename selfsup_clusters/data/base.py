@@ -37,6 +37,16 @@ class Split:
     def __len__(self) -> int:
         return self.labels.shape[0]
 
+    @property
+    def labelled(self) -> bool:
+        """Some sample has a label (-1: none): the split can be scored."""
+        return bool((self.labels >= 0).any())
+
+    @property
+    def fully_labelled(self) -> bool:
+        """Every sample has a label (what supervised and cross-entropy-on-labels training need)."""
+        return bool((self.labels >= 0).all())
+
     def first(self, n: int) -> Split:
         return self.select(slice(0, n))
 
@@ -94,6 +104,11 @@ class ImageDataset:
         """The training split's auxiliary information, for cluster sources and their statistics."""
         return AuxiliaryInfo(self.train.labels, list(self.class_names), self.wnids, self.train.attributes,
                              self.attribute_names or None, self.superclasses, self.superclass_names)
+
+    @property
+    def scorable(self) -> bool:
+        """Both splits have labels: kNN and the linear probe can score a representation of this data."""
+        return self.train.labelled and self.test.labelled
 
     @property
     def channels(self) -> int:

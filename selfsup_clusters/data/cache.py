@@ -71,11 +71,11 @@ def cache_dataset(data: ImageDataset, cfg: DataConfig) -> tuple[ImageDataset, Ca
 def prepare_cache(config: str | None, overrides: list[str]) -> str:
     """The `cache` command: build the cache a training run with this config and these overrides reads, unless it
     is up to date; one line describing it."""
-    from selfsup_clusters.config import load_config
     from selfsup_clusters.data import load_dataset  # the registry imports this module
+    from selfsup_clusters.recipes import load_config
 
-    cfg = load_config(config, [*overrides, "data.cache=false"])
-    data = load_dataset(cfg.data)  # the same subset and test subset as training's
+    cfg = load_config(config, [*overrides, "data.cache=false", "data.val_fraction=0"])
+    data = load_dataset(cfg.data)  # training's subset and test subset, before any validation split is held out
     if data.train.paths is None:
         raise UserError(f"{cfg.data.name} is held in memory already; the cache is for --dataset imagefolder:PATH "
                         "and csv:PATH")

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from selfsup_clusters.clusters.attributes import categorical_indicators, tag_indicators
-from selfsup_clusters.config import DataConfig
+from selfsup_clusters.config import CsvConfig, DataConfig
 from selfsup_clusters.data.base import ImageDataset, Split
 from selfsup_clusters.data.imagefolder import (
     IMAGENET_MEAN,
@@ -62,15 +62,8 @@ def _codes(values: list[str]) -> tuple[torch.Tensor, list[str]]:
     return torch.tensor([index[value] for value in values], dtype=torch.int64), distinct
 
 
-def load_csv_table(cfg: DataConfig, path: str | None = None) -> ImageDataset:
-    table, c = resolve_path(cfg, path, "csv"), cfg.csv
-    if not table.is_file():
-        raise UserError(f"CSV table {table} not found; --dataset csv:PATH needs a table with columns "
-                        f"{c.path_column},{c.class_column or 'CLASS'},[{c.split_column},]ATTRIBUTE...")
-    image_root = Path(cfg.root) if cfg.root else table.parent
-    columns, rows = _read_rows(table)
-    if not rows:
-        raise UserError(f"{table} has a header but no rows")
+def _attribute_columns(table: Path, columns: list[str], c: CsvConfig) -> list[str]:
+    """The attribute columns, after checking that every column `data.csv` names is in the table."""
     _require(table, columns, c.path_column, "data.csv.path_column")
     if c.class_column is not None:
         if c.class_column not in columns:
@@ -86,7 +79,11 @@ def load_csv_table(cfg: DataConfig, path: str | None = None) -> ImageDataset:
         _require(table, columns, name, "data.csv.tag_columns")
     if c.max_tags < 0:
         raise UserError(f"data.csv.max_tags must be >= 0 (0: every tag), got {c.max_tags}")
+    return attribute_columns
 
+
+def _image_paths(table: Path, rows: list[dict[str, str]], image_root: Path, c: CsvConfig) -> list[str]:
+    """Each row's image file (which must exist); a row with a class column must name its class."""
     paths = []
     for row_number, row in enumerate(rows, start=2):
         relative = row[c.path_column].strip()
@@ -97,7 +94,36 @@ def load_csv_table(cfg: DataConfig, path: str | None = None) -> ImageDataset:
         if c.class_column is not None and not row[c.class_column].strip():
             raise UserError(f"{table} row {row_number}: empty {c.class_column!r}")
         paths.append(str(file))
+    return paths
 
+
+def _split(table: Path, columns: list[str], rows: list[dict[str, str]],
+           c: CsvConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train and test row indices: from the split column, else a seeded 80/20 split."""
+    if c.split_column not in columns:
+        return seeded_split(len(rows))
+    values = [row[c.split_column].strip().lower() for row in rows]
+    bad = next((i for i, value in enumerate(values) if value not in SPLITS), None)
+    if bad is not None:
+        raise UserError(f"{table} row {bad + 2}: {c.split_column} is {values[bad]!r}; use train or test")
+    train_index = torch.tensor([i for i, value in enumerate(values) if value == "train"], dtype=torch.int64)
+    test_index = torch.tensor([i for i, value in enumerate(values) if value == "test"], dtype=torch.int64)
+    if len(train_index) == 0:
+        raise UserError(f"{table}: no row has {c.split_column}=train")
+    return train_index, test_index
+
+
+def load_csv_table(cfg: DataConfig, path: str | None = None) -> ImageDataset:
+    table, c = resolve_path(cfg, path, "csv"), cfg.csv
+    if not table.is_file():
+        raise UserError(f"CSV table {table} not found; --dataset csv:PATH needs a table with columns "
+                        f"{c.path_column},{c.class_column or 'CLASS'},[{c.split_column},]ATTRIBUTE...")
+    image_root = Path(cfg.root) if cfg.root else table.parent
+    columns, rows = _read_rows(table)
+    if not rows:
+        raise UserError(f"{table} has a header but no rows")
+    attribute_columns = _attribute_columns(table, columns, c)
+    paths = _image_paths(table, rows, image_root, c)
     if c.class_column is not None:
         labels, class_names = _codes([row[c.class_column].strip() for row in rows])
     else:
@@ -110,17 +136,7 @@ def load_csv_table(cfg: DataConfig, path: str | None = None) -> ImageDataset:
     attributes = torch.cat([table for table, _ in indicators], dim=1) if attribute_names else None
     everything = Split(None, labels, attributes, paths)
 
-    if c.split_column in columns:
-        values = [row[c.split_column].strip().lower() for row in rows]
-        bad = next((i for i, value in enumerate(values) if value not in SPLITS), None)
-        if bad is not None:
-            raise UserError(f"{table} row {bad + 2}: {c.split_column} is {values[bad]!r}; use train or test")
-        train_index = torch.tensor([i for i, value in enumerate(values) if value == "train"], dtype=torch.int64)
-        test_index = torch.tensor([i for i, value in enumerate(values) if value == "test"], dtype=torch.int64)
-        if len(train_index) == 0:
-            raise UserError(f"{table}: no row has {c.split_column}=train")
-    else:
-        train_index, test_index = seeded_split(len(rows))
+    train_index, test_index = _split(table, columns, rows, c)
     return ImageDataset(
         name=f"csv:{table}",
         train=shuffled(everything.select(train_index)),

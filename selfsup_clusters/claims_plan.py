@@ -1,0 +1,99 @@
+"""What `claims` trains: C1-C3's paired comparisons, the supervised reference, C4's cluster sets with their
+statistics, and the run that checks the curve's shortcut; the budget's cluster specs checked against the dataset
+before anything trains. claims.py trains the plan, claims_report.py reports on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from selfsup_clusters.analyze import cluster_levels
+from selfsup_clusters.config import Config
+from selfsup_clusters.errors import UserError, first_line
+from selfsup_clusters.recipes import UserConfig
+from selfsup_clusters.suite import Entry
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One paired comparison of a claim: `better` is expected to beat `worse`."""
+
+    claim: str
+    better: Entry
+    worse: Entry
+
+    @property
+    def name(self) -> str:
+        return f"{self.better.name} - {self.worse.name}"
+
+
+@dataclass
+class Plan:
+    """What the claims train: C1-C3's comparisons with the supervised reference, C4's cluster sets (with their
+    statistics) and the one run that checks the curve's shortcut."""
+
+    comparisons: list[Comparison]
+    levels: list[tuple[str, dict]]
+    shortcut: Entry | None
+    level_overrides: tuple[str, ...] = ()  # C4's own budget (claims.level_overrides)
+    supervised: Entry = Entry("supervised")
+
+    def level_entry(self, spec: str) -> Entry:
+        return Entry("cl-infonce", spec, self.level_overrides)
+
+    def main_entries(self) -> list[Entry]:
+        return unique([e for c in self.comparisons for e in (c.better, c.worse)] + [self.supervised])
+
+    def level_entries(self) -> list[Entry]:
+        return [e for e in (self.level_entry(spec) for spec, _ in self.levels) if e not in self.main_entries()]
+
+
+def plan_claims(user: UserConfig) -> Plan:
+    """The runs of every claim; a cluster spec of the budget that this dataset cannot give stops here, in one
+    line, before anything trains."""
+    cfg = user.load()
+    aux, k = cfg.claims.auxiliary, cfg.claims.kmeans
+    levels = cluster_levels(user, list(cfg.claims.synthetic))
+    check_sources(user, [spec for spec, _ in levels if spec not in cfg.claims.synthetic])
+    cl_aux = Entry("cl-infonce", aux)
+    comparisons = [
+        Comparison("C1", cl_aux, Entry("simclr")),
+        Comparison("C1", cl_aux, Entry("moco")),
+        Comparison("C2", Entry("cl-infonce", f"kmeans:{k}"), Entry("pcl", f"kmeans:{k}")),
+        Comparison("C3", cl_aux, Entry("ce", aux)),
+    ]
+    return Plan(comparisons, levels, shortcut_entry(cfg, cl_aux), tuple(cfg.claims.level_overrides))
+
+
+def check_sources(user: UserConfig, offered: list[str]) -> None:
+    """claims.auxiliary and claims.kmeans must apply to the dataset (WordNet ids for wordnet:L, attributes for
+    attributes:K, K <= the training images)."""
+    from selfsup_clusters.clusters import ClusterError
+    from selfsup_clusters.data import load_dataset
+    from selfsup_clusters.run import build_clusters
+
+    cfg = user.load("method=cl-infonce")
+    data = load_dataset(cfg.data)
+    for key, spec in (("claims.auxiliary", cfg.claims.auxiliary), ("claims.kmeans", f"kmeans:{cfg.claims.kmeans}")):
+        cfg.clusters.spec = spec
+        try:
+            build_clusters(cfg, data)
+        except ClusterError as error:
+            choices = f"one this dataset offers: {', '.join(offered)}" if key == "claims.auxiliary" else \
+                f"K <= {len(data.train)}"
+            raise UserError(f"{key}={spec.removeprefix('kmeans:') if key == 'claims.kmeans' else spec} does not "
+                            f"apply to {cfg.data.name} ({first_line(error)}); set {key}= with {choices}") from None
+
+
+def shortcut_entry(cfg: Config, entry: Entry) -> Entry | None:
+    """`entry` trained to the curve's largest intermediate budget with its own full schedule (None without one)."""
+    shorter = [epoch for epoch in cfg.eval.at if epoch < cfg.epochs]
+    if not shorter:
+        return None
+    epochs = max(shorter)
+    at = ",".join(str(epoch) for epoch in cfg.eval.at if epoch <= epochs)
+    return Entry(entry.method, entry.clusters, (f"epochs={epochs}", f"eval.at=[{at}]"))
+
+
+def unique(entries: list[Entry]) -> list[Entry]:
+    return list(dict.fromkeys(entries))

@@ -1,0 +1,270 @@
+"""The report of `selfsup-clusters claims` (claims.py trains the runs): each claim's section with its numbers,
+intervals and verdict, the curve along the budget, the shortcut check, every run against raw pixels; written to
+DIR/claims.md, claims.csv, claims_runs.csv, curve.csv and the figures (claims_c1.png ... c4, claims_curve.png).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from selfsup_clusters.analyze import MEASURES, correlations, points
+from selfsup_clusters.analyze import plot as plot_correlations
+from selfsup_clusters.curve import (
+    CURVE_COLUMNS,
+    CurvePoint,
+    SeedCurves,
+    correlation_curve,
+    crossing,
+    difference_curve,
+    margin_curve,
+    plot_curve,
+    settles,
+)
+from selfsup_clusters.intervals import Interval, paired_difference, t_interval, verdict
+from selfsup_clusters.report import budget_line, cell, plot
+from selfsup_clusters.suite import Entry, Result, Summary, summarise
+from selfsup_clusters.tables import flatten, markdown_table, write_csv
+
+if TYPE_CHECKING:
+    from selfsup_clusters.claims_plan import Plan
+    from selfsup_clusters.config import Config
+
+METRICS = (("linear_top1", "linear"), ("knn_top1", "kNN"))
+STATEMENTS = {
+    "C1": "Cl-InfoNCE with clusters from auxiliary information beats SimCLR and MoCo, and moves toward the "
+          "supervised reference.",
+    "C2": "Cl-InfoNCE with k-means clusters beats PCL (same K, same budget).",
+    "C3": "Cl-InfoNCE beats the cross-entropy baseline that predicts the same clusters.",
+    "C4": "Representation quality rises with I(Z;T) and falls with H(Z|T) (Z the clusters, T the labels).",
+}
+SIGNS = {name: sign for _, name, sign in MEASURES}
+PANEL_TITLES = {
+    "C1": "C1: Cl-InfoNCE (auxiliary clusters) minus SimCLR, MoCo|linear top-1, paired difference",
+    "C2": "C2: Cl-InfoNCE (k-means) minus PCL, same K|linear top-1, paired difference",
+    "C3": "C3: Cl-InfoNCE minus CE on the same clusters|linear top-1, paired difference",
+    "C4": "C4: each measure, the other partialled out|Spearman rho with linear top-1",
+    "each run - raw pixels": "Each run minus raw pixels (below 0: nothing learned yet)|linear top-1 margin",
+}
+# claims_runs.csv: column -> the key of a summary's CSV row (tables.flatten of Summary.row())
+RUN_COLUMNS = {"run": "name", "linear_top1": "linear_top1", "linear_low": "linear_top1_low",
+               "linear_high": "linear_top1_high", "knn_top1": "knn_top1", "knn_low": "knn_top1_low",
+               "knn_high": "knn_top1_high"}
+DECIDING = [f"{name} given {other}" for (_, name, _), (_, other, _) in zip(MEASURES, MEASURES[::-1], strict=True)]
+
+
+def report(plan: Plan, base: Config, seeds: list[int], level_seeds: list[int], by_entry: dict[Entry, Result],
+           raw: list[dict], curves: dict[Entry, SeedCurves], failures: list[str], out: Path) -> str:
+    """Every section and output file from the finished runs; the report (claims.md's text)."""
+    lines = ["# The paper's claims, measured", "", budget_line(base, seeds), seeds_line(base, level_seeds),
+             machine_line(list(by_entry.values())), ""]
+    table: list[dict] = []
+    for claim in ("C1", "C2", "C3"):
+        section, rows = comparison_section(claim, plan, by_entry, raw, out)
+        lines, table = lines + section, table + rows
+    section, rows = correlation_section(plan, by_entry, raw, out)
+    lines, table = lines + section, table + rows
+    panels = curve_points(plan, curves, raw)
+    lines += curve_section(plan, panels, curves) + ["## Every run", "", *runs_lines(by_entry, raw, curves), ""]
+    lines += [f"FAILED: {failure}" for failure in failures]
+    write_outputs(out, lines, table, panels,
+                  [summarise(result) for result in by_entry.values()] + [Summary.reference(r) for r in raw])
+    return "\n".join(lines)
+
+
+def seeds_line(cfg: Config, level_seeds: list[int]) -> str:
+    at = ", ".join(map(str, cfg.eval.at)) or "none"
+    own = f", with their own budget ({' '.join(cfg.claims.level_overrides)})" if cfg.claims.level_overrides else ""
+    return (f"The curve: linear probe and kNN after epochs {at} and {cfg.epochs}. C4's cluster sets that no other "
+            f"claim trains: seeds {', '.join(map(str, level_seeds))}{own}.")
+
+
+def machine_line(results: list[Result]) -> str:
+    """Where the runs were measured, from the first run's final.json (its provenance)."""
+    final = next((final for result in results for final in result.finals.values()), None)
+    if final is None:
+        return ""
+    env = final.get("environment", {})
+    return (f"Measured on {env.get('cpu', '?')} ({env.get('cpu_count', '?')} cores, {env.get('threads', '?')} "
+            f"threads, device {env.get('device', '?')}), precision {final.get('precision', '?')}, torch "
+            f"{env.get('packages', {}).get('torch', '?')}.")
+
+
+def comparison_section(claim: str, plan: Plan, by_entry: dict[Entry, Result], raw: list[dict], out: Path
+                       ) -> tuple[list[str], list[dict]]:
+    """The claim's paired differences at the full budget; its figure with raw pixels' level drawn across."""
+    cells, rows, verdicts = [], [], []
+    compared = [c for c in plan.comparisons if c.claim == claim]
+    for c in compared:
+        if c.better not in by_entry or c.worse not in by_entry:
+            cells.append([c.name, "-", "a run failed", "-", "not measured"])
+            verdicts.append("not measured")
+            continue
+        for metric, label in METRICS:
+            diff = paired_difference(by_entry[c.better].values(metric), by_entry[c.worse].values(metric))
+            said = verdict(diff, +1)
+            verdicts += [said] if metric == "linear_top1" else []
+            cells.append([c.name, label, f"{diff:+.4f}", diff.n, said])
+            rows.append(csv_row(claim, c.name, label, diff, said))
+    lines = [markdown_table(["comparison", "metric", "paired difference [95% interval]", "seeds", "verdict"], cells)]
+    shown = list(dict.fromkeys([e for c in compared for e in (c.better, c.worse)]
+                               + ([plan.supervised] if claim == "C1" else [])))
+    if claim == "C1" and plan.supervised in by_entry:
+        lines += supervised_gap(by_entry[plan.supervised], shown[:-1], by_entry)
+    if any(e in by_entry for e in shown):
+        plot([summarise(by_entry[e]) for e in shown if e in by_entry], out / f"claims_{claim.lower()}.png",
+             reference=raw[0] if raw else None)
+    head = [f"## {claim}: {STATEMENTS[claim]}", "", f"**Verdict: {combine(verdicts)}**", ""]
+    return head + lines + [""], rows
+
+
+def supervised_gap(supervised: Result, compared: list[Entry], by_entry: dict[Entry, Result]) -> list[str]:
+    """How far each of C1's runs stays below the supervised reference (linear top-1, paired by seed)."""
+    lines = ["", "Toward the supervised reference (linear top-1, paired): gap = supervised - method."]
+    for entry in compared:
+        if entry in by_entry:
+            gap = paired_difference(supervised.values("linear_top1"), by_entry[entry].values("linear_top1"))
+            lines.append(f"- {entry.name}: {gap:+.4f}")
+    return lines
+
+
+def correlation_section(plan: Plan, by_entry: dict[Entry, Result], raw: list[dict], out: Path
+                        ) -> tuple[list[str], list[dict]]:
+    """C4: the cluster sets with their statistics and scores, then each rank correlation with its verdict."""
+    measured = [(stats, summarise(by_entry[entry])) for spec, stats in plan.levels
+                for entry in [plan.level_entry(spec)] if entry in by_entry]
+    lines = [markdown_table(["clusters", "K", "I(Z;T) bits", "H(Z|T) bits", "linear top-1", "kNN top-1", "seeds"],
+                            [[s.clusters, stats["num_clusters"], f"{stats['I_Z_T']:.3f}",
+                              f"{stats['H_Z_given_T']:.3f}", cell(s.get("linear_top1")), cell(s.get("knn_top1")),
+                              s.seeds] for stats, s in measured]), ""]
+    scored, cells, csv_rows, verdicts = points(measured), [], [], []
+    for metric, metric_label in METRICS:
+        found = correlations(scored, metric)
+        if metric == "linear_top1":
+            plot_correlations(scored, found, out / "claims_c4.png", raw[0]["linear_top1"] if raw else None)
+        for name, rho in found.items():
+            sign = SIGNS[name.split(" given ")[0]]
+            said = verdict(rho, sign)
+            verdicts += [said] if metric == "linear_top1" and name in DECIDING else []
+            cells.append([name, metric_label, f"{rho:+.2f}", "positive" if sign > 0 else "negative", said])
+            csv_rows.append(csv_row("C4", f"Spearman {name}", metric_label, rho, said))
+    lines += [markdown_table(["measure", "metric", "Spearman rho [95% Fisher-z interval over the cluster sets]",
+                              "expected", "verdict"], cells)]
+    lines += ["", f"Cluster sets: {len(measured)}; rho over the seed means of each set; 'A given B': B partialled "
+              f"out. The verdict reads the partial correlations ({' and '.join(DECIDING)}) on linear top-1."]
+    head = [f"## C4: {STATEMENTS['C4']}", "", f"**Verdict: {combine(verdicts)}**", ""]
+    return head + lines + [""], csv_rows
+
+
+def curve_points(plan: Plan, curves: dict[Entry, SeedCurves], raw: list[dict]) -> dict[str, list[CurvePoint]]:
+    """Every curve, by panel: C1-C3's paired differences, C4's partial correlations, each run against raw pixels."""
+    panels: dict[str, list[CurvePoint]] = {}
+    for c in plan.comparisons:
+        if c.better in curves and c.worse in curves:
+            for metric, _ in METRICS:
+                panels.setdefault(c.claim, []).extend(
+                    difference_curve(c.claim, c.name, curves[c.better], curves[c.worse], metric))
+    sets = {spec: curves[plan.level_entry(spec)] for spec, _ in plan.levels if plan.level_entry(spec) in curves}
+    level_statistics = dict(plan.levels)
+    panels["C4"] = [p for metric, _ in METRICS
+                    for p in correlation_curve(sets, level_statistics, metric, correlations, SIGNS)
+                    if p.comparison.removeprefix("Spearman ") in DECIDING]
+    if raw:
+        panels["each run - raw pixels"] = [p for e in plan.main_entries() if e in curves for metric, _ in METRICS
+                                           for p in margin_curve(e.name, curves[e], raw[0][metric], metric)]
+    return panels
+
+
+def curve_section(plan: Plan, panels: dict[str, list[CurvePoint]], curves: dict[Entry, SeedCurves]) -> list[str]:
+    cells = []
+    for panel, found in panels.items():
+        for comparison, metric in dict.fromkeys((p.comparison, p.metric) for p in found):
+            said = settles([p for p in found if p.comparison == comparison and p.metric == metric])
+            cells.append([panel, comparison, dict(METRICS)[metric], said])
+    lines = ["## Along the budget", "", "From which budget (samples seen per run) each verdict stays what it is at the "
+             "full budget ([curve.csv](curve.csv), [claims_curve.png](claims_curve.png)):", "",
+             markdown_table(["claim", "comparison", "metric", "verdict along the budget"], cells)]
+    return lines + [""] + shortcut_lines(plan, curves) + [""]
+
+
+def shortcut_lines(plan: Plan, curves: dict[Entry, SeedCurves]) -> list[str]:
+    """The curve's shortcut, checked once: a run trained to a shorter budget with its own schedule against the
+    long run's evaluation at that budget (same seed)."""
+    if plan.shortcut is None:
+        return []
+    long_entry = Entry(plan.shortcut.method, plan.shortcut.clusters)
+    short, long_run = curves.get(plan.shortcut, {}), curves.get(long_entry, {})
+    seeds = sorted(set(short) & set(long_run))
+    if not seeds or not short[seeds[0]]:
+        return ["The shortcut check did not run (its run failed or is missing)."]
+    seed = seeds[0]
+    samples = max(short[seed])
+    if samples not in long_run[seed]:
+        return [f"The shortcut check found no evaluation of the long run at {samples:,} samples."]
+    parts = []
+    for metric, label in METRICS:
+        values = [at[samples][metric] for at in long_run.values() if samples in at]
+        sd = statistics.stdev(values) if len(values) > 1 else math.nan
+        parts.append(f"{label} {short[seed][samples][metric] - long_run[seed][samples][metric]:+.4f} (seed-to-seed "
+                     f"SD of the long run there: {sd:.4f})")
+    return [f"**The shortcut, checked once** ({long_entry.name}, seed {seed}): trained to {samples:,} samples with "
+            f"its own full schedule ({' '.join(plan.shortcut.overrides)}), minus the longer run's evaluation at "
+            f"{samples:,} samples: {'; '.join(parts)}."]
+
+
+def runs_lines(by_entry: dict[Entry, Result], raw: list[dict], curves: dict[Entry, SeedCurves]) -> list[str]:
+    """Every run: linear and kNN top-1 with intervals, the margin to raw pixels, and where the linear margin's trend
+    over the curve's budgets would reach raw pixels when it has not yet."""
+    cells = []
+    for entry, result in by_entry.items():
+        s = summarise(result)
+        margins = [f"{margin(result, raw[0][metric], metric):+.4f}" if raw else "-" for metric, _ in METRICS]
+        cells.append([s.name, cell(s.get("linear_top1")), cell(s.get("knn_top1")), *margins,
+                      trend_text(entry, raw, curves), cell(s.get("train_time_s"), ".0f"), s.seeds])
+    cells += [["raw pixels", cell(r["linear_top1"]), cell(r["knn_top1"]), "-", "-", "-", "-", "-"] for r in raw]
+    return [markdown_table(["run", "linear top-1", "kNN top-1", "linear - raw pixels", "kNN - raw pixels",
+                            "linear trend reaches raw pixels at (samples seen, extrapolated)", "train time (s)",
+                            "seeds"], cells)]
+
+
+def trend_text(entry: Entry, raw: list[dict], curves: dict[Entry, SeedCurves]) -> str:
+    if not raw or entry not in curves:
+        return "-"
+    found = margin_curve(entry.name, curves[entry], raw[0]["linear_top1"], "linear_top1")
+    if found and max(found, key=lambda p: p.samples).interval.mean >= 0:
+        return "above already"
+    at = crossing(found)
+    return f"~{at:,.0f}" if at is not None else "no rising trend"
+
+
+def margin(result: Result, reference: float, metric: str) -> Interval:
+    """A run's mean and t-interval over seeds, minus a fixed reference (raw pixels)."""
+    return t_interval(list(result.values(metric).values())).shifted(-reference)
+
+
+def write_outputs(out: Path, report: list[str], table: list[dict], panels: dict[str, list[CurvePoint]],
+                  runs: list[Summary]) -> None:
+    (out / "claims.md").write_text("\n".join(report) + "\n")
+    write_csv(out / "claims.csv", ["claim", "comparison", "metric", "difference", "low", "high", "n", "verdict"],
+              table)
+    write_csv(out / "curve.csv", list(CURVE_COLUMNS), [p.row() for found in panels.values() for p in found])
+    write_csv(out / "claims_runs.csv", list(RUN_COLUMNS),
+              [{column: row.get(key, "") for column, key in RUN_COLUMNS.items()}
+               for row in (flatten(run.row()) for run in runs)])
+    plot_curve(panels, out / "claims_curve.png", PANEL_TITLES)
+
+
+def combine(verdicts: list[str]) -> str:
+    """A claim agrees when every comparison agrees, disagrees when any disagrees, else is inconclusive."""
+    if not verdicts or "not measured" in verdicts:
+        return "not measured"
+    if "disagrees" in verdicts:
+        return "disagrees"
+    return "agrees" if all(v == "agrees" for v in verdicts) else "inconclusive"
+
+
+def csv_row(claim: str, name: str, metric: str, diff: Interval, said: str) -> dict:
+    return {"claim": claim, "comparison": name, "metric": metric, "difference": diff.mean, "low": diff.low,
+            "high": diff.high, "n": diff.n, "verdict": said}

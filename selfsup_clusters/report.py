@@ -1,0 +1,121 @@
+"""The comparison suite's reports: DIR/results.csv, results.md and results.png from the suite's summaries
+(compare.Summary), and what the other reports share with them: a summary's table cells, the budget line, the bar
+figure of linear and kNN top-1 (claims' C1-C3 figures).
+
+Intervals are written one way (intervals.Interval.__format__), tables by tables.markdown_table, CSV files by
+tables.write_csv (which writes an interval as its mean, _low and _high columns).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from selfsup_clusters.intervals import Interval
+from selfsup_clusters.tables import markdown_table, write_csv
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from selfsup_clusters.config import Config
+    from selfsup_clusters.suite import Summary
+
+SINGLE_SEED = "one seed: no interval"
+
+
+def cell(value: Interval | float | None, spec: str = ".4f") -> str:
+    """A table cell: an interval in its one format, a single value (a reference's) alone, "-" when missing."""
+    return "-" if value is None else format(value, spec)
+
+
+def budget_line(cfg: Config, seeds: list[int]) -> str:
+    subset = f"first {cfg.data.subset} training images" if cfg.data.subset else "all training images"
+    split = (f", {cfg.data.val_fraction:.0%} held out: scores are on the VALIDATION split"
+             if cfg.data.val_fraction else ", scores on the test split")
+    return (f"{cfg.data.name}, {subset}{split}, {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.model.backbone}, "
+            f"precision {cfg.precision}; seeds {', '.join(map(str, seeds))}; each method at its own recipe "
+            "(`selfsup-clusters methods`); 95% t-intervals over seeds")
+
+
+def results_table(rows: list[Summary], cfg: Config) -> str:
+    """results.md's table: per row linear and kNN top-1, the paired differences to the first row, NMI and times."""
+    first = rows[0].name if rows else ""
+    columns = ["method", "linear top-1", f"kNN top-1 (k={cfg.eval.knn_k}, T={cfg.eval.knn_t})",
+               f"linear - {first} (paired)", f"kNN - {first} (paired)", "NMI", "run time (s)",
+               "of which evaluation (s)", "seeds"]
+    return markdown_table(columns, [
+        [row.name, cell(row.get("linear_top1")), cell(row.get("knn_top1")),
+         cell(row.differences.get("linear_top1"), "+.4f"), cell(row.differences.get("knn_top1"), "+.4f"),
+         cell(row.get("nmi"), ".3f"), cell(row.get("train_time_s"), ".0f"), cell(row.get("eval_time_s"), ".0f"),
+         row.seeds] for row in rows])
+
+
+def write_results(rows: list[Summary], out: Path, cfg: Config, seeds: list[int], failures: list[str]) -> str:
+    """results.csv (every field a column), results.md and results.png; returns the Markdown table and its notes."""
+    write_csv(out / "results.csv", None, [row.row() for row in rows])
+    notes = [budget_line(cfg, seeds)] + [f"FAILED: {failure}" for failure in failures]
+    table = results_table(rows, cfg)
+    (out / "results.md").write_text(table + "\n\n" + "\n".join(notes) + "\n")
+    plot(rows, out / "results.png")
+    return table + "\n" + "\n".join(notes)
+
+
+def error_bars(rows: list[Summary], metric: str) -> tuple[list[int], list[float], list[float]]:
+    """The rows whose `metric` has a finite interval: their positions and the lengths of their bars below and above
+    the mean. A single seed's interval is unbounded and a reference has none: they get no error bar (a bar of width
+    zero would read as certainty)."""
+    found = [(i, value) for i, row in enumerate(rows) for value in [row.get(metric)]
+             if isinstance(value, Interval) and math.isfinite(value.low) and math.isfinite(value.high)]
+    return ([i for i, _ in found], [v.mean - v.low for _, v in found], [v.high - v.mean for _, v in found])
+
+
+def single_seed_note(rows: list[Summary]) -> str:
+    """The figure's note on the rows drawn without an interval because they rest on one seed ("" when none)."""
+    single = [row.name for row in rows if any(isinstance(value, Interval) and value.n == 1
+                                              for value in (row.get("linear_top1"), row.get("knn_top1")))]
+    seeded = [row for row in rows if row.intervals]
+    if not single:
+        return ""
+    return SINGLE_SEED if len(single) == len(seeded) else f"{SINGLE_SEED}: {', '.join(single)}"
+
+
+def bar_figure(rows: list[Summary], reference: dict | None = None) -> Figure:
+    """Linear and kNN top-1 per row, each with its 95% interval as an error bar where it has one (`error_bars`);
+    rows on one seed are named in the title (`single_seed_note`). `reference` (the raw-pixel row): its two levels
+    drawn across, so a bar below its line learned less than the pixels hold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = 0.38
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(rows)), 4))
+    for offset, metric, label in ((-width / 2, "linear_top1", "linear"), (width / 2, "knn_top1", "kNN")):
+        means = [row.mean(metric) or 0.0 for row in rows]
+        bars = ax.bar([i + offset for i in range(len(rows))], means, width, label=label)
+        positions, below, above = error_bars(rows, metric)
+        if positions:
+            ax.errorbar([i + offset for i in positions], [means[i] for i in positions], yerr=[below, above],
+                        fmt="none", ecolor="black", capsize=3)
+        if reference is not None and metric in reference:
+            ax.axhline(reference[metric], color=bars.patches[0].get_facecolor(), linestyle="--", linewidth=1,
+                       label=f"{label}: raw pixels")
+    values = [value for row in rows for m in ("linear_top1", "knn_top1") for value in [row.mean(m)]
+              if value is not None] + [reference[m] for m in ("linear_top1", "knn_top1") if m in (reference or {})]
+    ax.set_ylim(max(0.0, min(values, default=0.0) - 0.1), 1.0)
+    ax.set_xticks(list(range(len(rows))), [row.name for row in rows], rotation=20, ha="right")
+    ax.set_ylabel("top-1 accuracy (95% interval)")
+    ax.set_title(single_seed_note(rows), fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot(rows: list[Summary], path: Path, reference: dict | None = None) -> None:
+    """`bar_figure` written to `path`."""
+    import matplotlib.pyplot as plt
+
+    fig = bar_figure(rows, reference)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
