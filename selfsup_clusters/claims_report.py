@@ -78,7 +78,8 @@ def seeds_line(cfg: Config, level_seeds: list[int]) -> str:
     at = ", ".join(map(str, cfg.eval.at)) or "none"
     own = f", with their own budget ({' '.join(cfg.claims.level_overrides)})" if cfg.claims.level_overrides else ""
     return (f"The curve: linear probe and kNN after epochs {at} and {cfg.epochs}. C4's cluster sets that no other "
-            f"claim trains: seeds {', '.join(map(str, level_seeds))}{own}.")
+            f"claim trains: seeds {', '.join(map(str, level_seeds))}{own}"
+            f"{' (one seed: their rows have no interval)' if len(level_seeds) == 1 else ''}.")
 
 
 def machine_line(results: list[Result]) -> str:

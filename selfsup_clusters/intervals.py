@@ -45,13 +45,14 @@ class Interval:
     def __format__(self, spec: str) -> str:
         """The one way an interval is written (reports, tables, docs): "0.8123 [0.8050, 0.8196]", the mean and both
         ends in the number format `spec` (".4f" when empty; "+.4f" for a difference, ".2f" for a correlation, ".0f"
-        for seconds). Without finite ends the mean alone, saying so: "0.8123 (1 seed: no interval)" for a single
-        value, "0.8123 (no interval)" for an undefined one (a correlation over too few points)."""
+        for seconds). One value (one seed) is its mean alone, "0.8123", like any single measurement: the table's
+        seeds column and its caption say there is no interval (report.budget_line). Without finite ends over
+        several values (a correlation over too few points) it says so: "0.8123 (no interval)"."""
         spec = spec or ".4f"
         mean = format(self.mean, spec)
         if math.isfinite(self.low) and math.isfinite(self.high):
             return f"{mean} [{format(self.low, spec)}, {format(self.high, spec)}]"
-        return f"{mean} ({'1 seed: ' if self.n == 1 else ''}no interval)"
+        return mean if self.n == 1 else f"{mean} (no interval)"
 
     def __str__(self) -> str:
         return format(self, "")

@@ -35,7 +35,8 @@ def budget_line(cfg: Config, seeds: list[int]) -> str:
              if cfg.data.val_fraction else ", scores on the test split")
     return (f"{cfg.data.name}, {subset}{split}, {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.model.backbone}, "
             f"precision {cfg.precision}; seeds {', '.join(map(str, seeds))}; each method at its own recipe "
-            "(`selfsup-clusters methods`); 95% t-intervals over seeds")
+            "(`selfsup-clusters methods`); 95% t-intervals over seeds" + ("" if len(seeds) > 1 else
+                                                                          " (one seed: no intervals)"))
 
 
 def results_table(rows: list[Summary], cfg: Config) -> str:

@@ -36,7 +36,7 @@ def test_t_interval_one_value_is_unbounded():
     interval = t_interval([0.8123])
     assert interval == Interval(0.8123, -math.inf, math.inf, 1)
     assert interval.half_width == math.inf
-    assert str(interval) == "0.8123 (1 seed: no interval)"
+    assert str(interval) == "0.8123"
     assert verdict(interval, +1) == "inconclusive"
 
 
