@@ -1,5 +1,5 @@
 """The comparison suite's reports: DIR/results.csv, results.md and results.png from the suite's summaries
-(compare.Summary), and what the other reports share with them: a summary's table cells, the budget line, the bar
+(suite.Summary), and what the other reports share with them: a summary's table cells, the budget line, the bar
 figure of linear and kNN top-1 (claims' C1-C3 figures).
 
 Intervals are written one way (intervals.Interval.__format__), tables by tables.markdown_table, CSV files by
