@@ -120,12 +120,18 @@ def embed_options(embed: argparse.ArgumentParser) -> None:
     embed.add_argument("overrides", nargs="*", metavar="key=value", help="data settings, e.g. data.num_workers=2")
 
 
+def data_options(parser: argparse.ArgumentParser, dataset: str | None = None,
+                 subset: str = "use the first N training images", overrides: str | None = None) -> None:
+    """A config and the dataset it reads (clusters, cache): --config, --dataset, --data-root, --subset, key=value."""
+    parser.add_argument("--config", help="YAML config (default: configs/fashion_mnist.yaml)")
+    parser.add_argument("--dataset", help=dataset)
+    parser.add_argument("--data-root")
+    parser.add_argument("--subset", type=int, help=subset)
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=overrides)
+
+
 def clusters_options(clusters: argparse.ArgumentParser) -> None:
-    clusters.add_argument("--config", help="YAML config (default: configs/fashion_mnist.yaml)")
-    clusters.add_argument("--dataset")
-    clusters.add_argument("--data-root")
-    clusters.add_argument("--subset", type=int, help="use the first N training images")
-    clusters.add_argument("overrides", nargs="*", metavar="key=value")
+    data_options(clusters)
 
 
 def bench_options(bench: argparse.ArgumentParser) -> None:
@@ -152,11 +158,8 @@ def bench_options(bench: argparse.ArgumentParser) -> None:
 
 
 def cache_options(cache: argparse.ArgumentParser) -> None:
-    cache.add_argument("--config", help="YAML config (default: configs/fashion_mnist.yaml)")
-    cache.add_argument("--dataset", help="imagefolder:PATH or csv:PATH")
-    cache.add_argument("--data-root")
-    cache.add_argument("--subset", type=int, help="the first N training images, as training with --subset N reads")
-    cache.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.image_size=64 data.cache_size=80")
+    data_options(cache, "imagefolder:PATH or csv:PATH", "the first N training images, as training with --subset N "
+                 "reads", "e.g. data.image_size=64 data.cache_size=80")
 
 
 def no_options(parser: argparse.ArgumentParser) -> None:

@@ -16,7 +16,7 @@ import torch
 from selfsup_clusters import distributed, provenance
 from selfsup_clusters.checkpoint import save_checkpoint
 from selfsup_clusters.clusters import cluster_statistics
-from selfsup_clusters.config import Config, to_dict, to_yaml, validate
+from selfsup_clusters.config import Config, to_dict, to_yaml
 from selfsup_clusters.errors import Interrupted
 from selfsup_clusters.evaluate import extract_features
 from selfsup_clusters.files import hold_folder
@@ -158,8 +158,7 @@ def train(cfg: Config) -> dict:
     final.json. Under torchrun every process runs this; rank 0 alone evaluates, logs, prints and writes
     checkpoints."""
 
-    def open_run(stack: ExitStack) -> Run:
-        validate(cfg)
+    def open_run(stack: ExitStack) -> Run:  # setup validates; a folder held for a refused config is removed
         out_dir = run_folder(cfg)
         hold(stack, out_dir)
         return setup(cfg, out_dir)
@@ -213,14 +212,15 @@ def train_epochs(run: Run, logger: RunLogger) -> dict:
     record: dict = {}
     total_start = time.perf_counter()
     train_time_s = run.train_time_s
-    if not run.data.scorable and distributed.is_main():
+    scorable = run.data.scorable
+    if not scorable and distributed.is_main():
         print(f"{cfg.data.name} has no labels: kNN and linear evaluation are off", flush=True)
     for epoch in range(run.start_epoch, cfg.epochs):
         cluster_rows = update_clusters(run, epoch, logger) if clustering_due(run, epoch) else []
         record = {"epoch": epoch, **train_epoch(run, epoch, logger)}
         if cluster_rows:
             record["clusters"] = cluster_rows
-        if run.data.scorable and distributed.is_main():
+        if scorable and distributed.is_main():
             record.update(evaluate_epoch(run, epoch, logger))
         # Log first, then checkpoint: resume drops logged epochs the checkpoint does not cover.
         logger.epoch(record, step=(epoch + 1) * run.steps_per_epoch)

@@ -50,7 +50,7 @@ def load_dataset(cfg: DataConfig) -> ImageDataset:
                 f"pass at most {len(data.train)}"
             )
         data.train = data.train.first(cfg.subset)
-    if cfg.test_subset is not None and not cfg.val_fraction:  # a validation split stands in for the test split
+    if cfg.test_subset is not None and cfg.val_fraction == 0:  # else the validation split stands in for it
         data.test = data.test.first(min(cfg.test_subset, len(data.test)))
     if cfg.cache and data.train.paths is not None:
         data = cache_dataset(data, cfg)[0]
