@@ -6,12 +6,17 @@ C2  Cl-InfoNCE on k-means clusters beats PCL (same K, same budget).
 C3  Cl-InfoNCE beats the cross-entropy model that predicts the same clusters.
 C4  Quality rises with I(Z;T) and falls with H(Z|T), over the data's hierarchy levels and synthetic sets.
 
-C1-C3 are paired differences per seed (same seed = same data order and initialisation) with a Student-t
-interval; C4 is Spearman's rank correlation over the cluster sets, each measure with the other partialled out
-(the synthetic splits raise H(Z|T) at fixed I(Z;T)), with a Fisher-z interval. A verdict is "agrees" when the
-interval lies on the paper's side of 0, "disagrees" when it lies on the other side, "inconclusive" when it
-contains 0. Linear top-1 (the paper's metric) decides; kNN is shown beside it. Raw pixels' level stands beside
-every run: a budget where it beats every representation has not learned enough to decide anything.
+K   The k-means loop against SimCLR, taken apart into the recipe (instance clusters: SimCLR's positives at
+    Cl-InfoNCE's recipe) and the clusters (k-means minus instance, at claims.kmeans and claims.kmeans_mates).
+
+C1-C3 and K are paired differences per seed (same seed = same data order and initialisation) with a Student-t
+interval - with seeds until decided (--seeds 3..10, claims.seeds), repeated intervals valid under that stopping
+(intervals.SeedRule); C4 is Spearman's rank correlation over the cluster sets, each measure with the other
+partialled out (the synthetic splits raise H(Z|T) at fixed I(Z;T)), with a Fisher-z interval. A verdict is
+"equivalent" when a paired difference's interval lies inside +-claims.margin, else "agrees" when the interval lies
+on the paper's side of 0, "disagrees" when it lies on the other side, "inconclusive" when it contains 0. Linear
+top-1 (the paper's metric) decides; kNN is shown beside it. Raw pixels' level stands beside every run: a budget
+where it beats every representation has not learned enough to decide anything.
 
 A budget is a plain config file, configs/claims_<budget>.yaml (smoke: seconds, for tests; cpu: about 90 minutes
 on a 2-core CPU with 3 seeds; gpu: minutes on one H200). Its `eval.at` epochs are the curve's points; C4's sets
@@ -35,8 +40,9 @@ from selfsup_clusters.claims_report import report
 from selfsup_clusters.config import CONFIG_DIR
 from selfsup_clusters.curve import run_curve
 from selfsup_clusters.errors import UserError
+from selfsup_clusters.intervals import SeedRule
 from selfsup_clusters.recipes import UserConfig
-from selfsup_clusters.suite import raw_pixel_rows, train_entries
+from selfsup_clusters.suite import hold_rule, raw_pixel_rows, train_runs, train_until_decided
 
 BUDGETS = ("smoke", "cpu", "gpu")
 
@@ -47,21 +53,24 @@ def budget_config(budget: str) -> str:
     return str(CONFIG_DIR / f"claims_{budget}.yaml")
 
 
-def claims(user: UserConfig, seeds: list[int], out: Path) -> tuple[str, list[str]]:
-    """Train every run the claims need (each once), then write the reports, the curve and the figures."""
+def claims(user: UserConfig, rule: SeedRule, first: int, out: Path) -> tuple[str, list[str]]:
+    """Train every run the claims need (each once; C1-C3's and K's until decided under a sequential `rule`), then
+    write the reports, the curve and the figures."""
     plan, base = plan_claims(user), user.load()
+    hold_rule(out, rule)
+    seeds = list(range(first, first + rule.low))
     level_seeds = seeds[: base.claims.level_seeds] if base.claims.level_seeds else seeds
-    groups = [(plan.main_entries(), seeds), (plan.level_entries(), level_seeds),
-              ([plan.shortcut] if plan.shortcut else [], seeds[:1])]
     out.mkdir(parents=True, exist_ok=True)
-    print(f"[claims] {sum(len(entries) * len(s) for entries, s in groups)} runs", flush=True)
-    results, failures = [], []
-    for entries, group_seeds in groups:
-        found, failed = train_entries(user, entries, group_seeds, out, "claims")
-        results, failures = results + found, failures + failed
+    fixed = [(plan.level_entries(), level_seeds), ([plan.shortcut] if plan.shortcut else [], seeds[:1])]
+    print(f"[claims] {len(plan.main_entries()) * len(seeds) + sum(len(e) * len(s) for e, s in fixed)} runs"
+          + (f", then more seeds for undecided comparisons ({rule.describe()})" if rule.sequential else ""), flush=True)
+    results, failures = train_until_decided(user, plan.main_entries(),
+                                            [(c.better, c.worse) for c in plan.comparisons], rule, first, out,
+                                            "claims")
+    found, failed = train_runs(user, [(entry, group) for entries, group in fixed for entry in entries], out, "claims")
+    results, failures = results + found, failures + failed
     by_entry = {result.entry: result for result in results}
     raw = raw_pixel_rows(base, out)
     curves = {entry: {seed: run_curve(out / entry.folder / f"seed{seed}") for seed in result.finals}
               for entry, result in by_entry.items()}
-    return report(plan, base, seeds, level_seeds, by_entry, raw, curves, failures, out), failures
-
+    return report(plan, base, rule, level_seeds, by_entry, raw, curves, failures, out), failures

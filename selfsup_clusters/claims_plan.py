@@ -1,6 +1,6 @@
-"""What `claims` trains: C1-C3's paired comparisons, the supervised reference, C4's cluster sets with their
-statistics, and the run that checks the curve's shortcut; the budget's cluster specs checked against the dataset
-before anything trains. claims.py trains the plan, claims_report.py reports on it.
+"""What `claims` trains: C1-C3's paired comparisons, the k-means loop's (K), the supervised reference, C4's cluster
+sets with their statistics, and the run that checks the curve's shortcut; the budget's cluster specs checked
+against the dataset before anything trains. claims.py trains the plan, claims_report.py reports on it.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from selfsup_clusters.suite import Entry
 
 @dataclass(frozen=True)
 class Comparison:
-    """One paired comparison of a claim: `better` is expected to beat `worse`."""
+    """One paired comparison of a claim: `better` is expected to beat `worse`; `role`: what it isolates (the k-means
+    loop's comparisons)."""
 
     claim: str
     better: Entry
     worse: Entry
+    role: str = ""
 
     @property
     def name(self) -> str:
@@ -55,14 +57,26 @@ def plan_claims(user: UserConfig) -> Plan:
     aux, k = cfg.claims.auxiliary, cfg.claims.kmeans
     levels = cluster_levels(user, list(cfg.claims.synthetic))
     check_sources(user, [spec for spec, _ in levels if spec not in cfg.claims.synthetic])
-    cl_aux = Entry("cl-infonce", aux)
+    cl_aux, cl_kmeans, simclr = Entry("cl-infonce", aux), Entry("cl-infonce", f"kmeans:{k}"), Entry("simclr")
     comparisons = [
-        Comparison("C1", cl_aux, Entry("simclr")),
+        Comparison("C1", cl_aux, simclr),
         Comparison("C1", cl_aux, Entry("moco")),
-        Comparison("C2", Entry("cl-infonce", f"kmeans:{k}"), Entry("pcl", f"kmeans:{k}")),
+        Comparison("C2", cl_kmeans, Entry("pcl", f"kmeans:{k}")),
         Comparison("C3", cl_aux, Entry("ce", aux)),
+        *loop_comparisons(cfg, cl_kmeans, simclr),
     ]
     return Plan(comparisons, levels, shortcut_entry(cfg, cl_aux), tuple(cfg.claims.level_overrides))
+
+
+def loop_comparisons(cfg: Config, cl_kmeans: Entry, simclr: Entry) -> list[Comparison]:
+    """The k-means loop against SimCLR, taken apart: instance clusters (every image its own cluster) are SimCLR's
+    positives at Cl-InfoNCE's recipe, so instance - simclr is the recipe, and k-means - instance the clusters: at
+    claims.kmeans, and at claims.kmeans_mates, whose larger clusters give an anchor several mates in its batch."""
+    instance, mates = Entry("cl-infonce", "instance"), Entry("cl-infonce", f"kmeans:{cfg.claims.kmeans_mates}")
+    return [Comparison("K", cl_kmeans, simclr, "the whole loop"),
+            Comparison("K", instance, simclr, "the recipe"),
+            Comparison("K", cl_kmeans, instance, f"the clusters (K={cfg.claims.kmeans})"),
+            Comparison("K", mates, instance, f"the clusters with mates (K={cfg.claims.kmeans_mates})")]
 
 
 def check_sources(user: UserConfig, offered: list[str]) -> None:
@@ -74,14 +88,15 @@ def check_sources(user: UserConfig, offered: list[str]) -> None:
 
     cfg = user.load("method=cl-infonce")
     data = load_dataset(cfg.data)
-    for key, spec in (("claims.auxiliary", cfg.claims.auxiliary), ("claims.kmeans", f"kmeans:{cfg.claims.kmeans}")):
+    for key, spec in (("claims.auxiliary", cfg.claims.auxiliary), ("claims.kmeans", f"kmeans:{cfg.claims.kmeans}"),
+                      ("claims.kmeans_mates", f"kmeans:{cfg.claims.kmeans_mates}")):
         cfg.clusters.spec = spec
         try:
             build_clusters(cfg, data)
         except ClusterError as error:
             choices = f"one this dataset offers: {', '.join(offered)}" if key == "claims.auxiliary" else \
                 f"K <= {len(data.train)}"
-            raise UserError(f"{key}={spec.removeprefix('kmeans:') if key == 'claims.kmeans' else spec} does not "
+            raise UserError(f"{key}={spec.removeprefix('kmeans:')} does not "
                             f"apply to {cfg.data.name} ({first_line(error)}); set {key}= with {choices}") from None
 
 

@@ -5,6 +5,7 @@ DIR/claims.md, claims.csv, claims_runs.csv, curve.csv and the figures (claims_c1
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from pathlib import Path
@@ -23,7 +24,7 @@ from selfsup_clusters.curve import (
     plot_curve,
     settles,
 )
-from selfsup_clusters.intervals import Interval, paired_difference, t_interval, verdict
+from selfsup_clusters.intervals import DECIDED, Interval, SeedRule, paired_difference, t_interval, verdict
 from selfsup_clusters.report import budget_line, cell, plot
 from selfsup_clusters.suite import Entry, Result, Summary, summarise
 from selfsup_clusters.tables import flatten, markdown_table, write_csv
@@ -39,6 +40,8 @@ STATEMENTS = {
     "C2": "Cl-InfoNCE with k-means clusters beats PCL (same K, same budget).",
     "C3": "Cl-InfoNCE beats the cross-entropy baseline that predicts the same clusters.",
     "C4": "Representation quality rises with I(Z;T) and falls with H(Z|T) (Z the clusters, T the labels).",
+    "K": "The k-means loop against SimCLR, taken apart: the recipe (instance clusters are SimCLR's positives at "
+         "Cl-InfoNCE's recipe) and the clusters (k-means minus instance clusters).",
 }
 SIGNS = {name: sign for _, name, sign in MEASURES}
 PANEL_TITLES = {
@@ -46,6 +49,7 @@ PANEL_TITLES = {
     "C2": "C2: Cl-InfoNCE (k-means) minus PCL, same K|linear top-1, paired difference",
     "C3": "C3: Cl-InfoNCE minus CE on the same clusters|linear top-1, paired difference",
     "C4": "C4: each measure, the other partialled out|Spearman rho with linear top-1",
+    "K": "K: the k-means loop - SimCLR, the recipe, the clusters|linear top-1, paired difference",
     "each run - raw pixels": "Each run minus raw pixels (below 0: nothing learned yet)|linear top-1 margin",
 }
 # claims_runs.csv: column -> the key of a summary's CSV row (tables.flatten of Summary.row())
@@ -55,18 +59,21 @@ RUN_COLUMNS = {"run": "name", "linear_top1": "linear_top1", "linear_low": "linea
 DECIDING = [f"{name} given {other}" for (_, name, _), (_, other, _) in zip(MEASURES, MEASURES[::-1], strict=True)]
 
 
-def report(plan: Plan, base: Config, seeds: list[int], level_seeds: list[int], by_entry: dict[Entry, Result],
+def report(plan: Plan, base: Config, rule: SeedRule, level_seeds: list[int], by_entry: dict[Entry, Result],
            raw: list[dict], curves: dict[Entry, SeedCurves], failures: list[str], out: Path) -> str:
     """Every section and output file from the finished runs; the report (claims.md's text)."""
-    lines = ["# The paper's claims, measured", "", budget_line(base, seeds), seeds_line(base, level_seeds),
+    seeds = sorted({seed for entry in plan.main_entries() if entry in by_entry for seed in by_entry[entry].finals})
+    lines = ["# The paper's claims, measured", "", budget_line(base, seeds, rule), seeds_line(base, level_seeds),
              machine_line(list(by_entry.values())), ""]
     table: list[dict] = []
     for claim in ("C1", "C2", "C3"):
-        section, rows = comparison_section(claim, plan, by_entry, raw, out)
+        section, rows = comparison_section(claim, plan, by_entry, raw, out, rule)
         lines, table = lines + section, table + rows
     section, rows = correlation_section(plan, by_entry, raw, out)
     lines, table = lines + section, table + rows
-    panels = curve_points(plan, curves, raw)
+    section, rows = comparison_section("K", plan, by_entry, raw, out, rule)
+    lines, table = lines + section, table + rows
+    panels = curve_points(plan, curves, raw, rule)
     lines += curve_section(plan, panels, curves) + ["## Every run", "", *runs_lines(by_entry, raw, curves), ""]
     lines += [f"FAILED: {failure}" for failure in failures]
     write_outputs(out, lines, table, panels,
@@ -93,32 +100,65 @@ def machine_line(results: list[Result]) -> str:
             f"{env.get('packages', {}).get('torch', '?')}.")
 
 
-def comparison_section(claim: str, plan: Plan, by_entry: dict[Entry, Result], raw: list[dict], out: Path
-                       ) -> tuple[list[str], list[dict]]:
-    """The claim's paired differences at the full budget; its figure with raw pixels' level drawn across."""
+def comparison_section(claim: str, plan: Plan, by_entry: dict[Entry, Result], raw: list[dict], out: Path,
+                       rule: SeedRule) -> tuple[list[str], list[dict]]:
+    """The claim's paired differences at the full budget (at `rule`'s level, with the seeds each spent); its figure
+    with raw pixels' level drawn across; C2 and K with the clusterings' diagnostics beside."""
     cells, rows, verdicts = [], [], []
     compared = [c for c in plan.comparisons if c.claim == claim]
     for c in compared:
+        name = f"{c.role}: {c.name}" if c.role else c.name
         if c.better not in by_entry or c.worse not in by_entry:
-            cells.append([c.name, "-", "a run failed", "-", "not measured"])
+            cells.append([name, "-", "a run failed", "-", "not measured"])
             verdicts.append("not measured")
             continue
         for metric, label in METRICS:
-            diff = paired_difference(by_entry[c.better].values(metric), by_entry[c.worse].values(metric))
-            said = verdict(diff, +1)
+            diff, said = rule.read(by_entry[c.better].values(metric), by_entry[c.worse].values(metric))
             verdicts += [said] if metric == "linear_top1" else []
-            cells.append([c.name, label, f"{diff:+.4f}", diff.n, said])
+            cells.append([name, label, f"{diff:+.4f}", diff.n, said])
             rows.append(csv_row(claim, c.name, label, diff, said))
-    lines = [markdown_table(["comparison", "metric", "paired difference [95% interval]", "seeds", "verdict"], cells)]
+    kind = "repeated 95% interval" if rule.sequential else "95% interval"
+    lines = [markdown_table(["comparison", "metric", f"paired difference [{kind}]", "seeds spent", "verdict"], cells)]
     shown = list(dict.fromkeys([e for c in compared for e in (c.better, c.worse)]
                                + ([plan.supervised] if claim == "C1" else [])))
     if claim == "C1" and plan.supervised in by_entry:
         lines += supervised_gap(by_entry[plan.supervised], shown[:-1], by_entry)
+    if claim == "C2":
+        lines += ["", *diagnostics_lines(plan, by_entry, out)]
+    if claim == "K":
+        lines += ["", "The cluster-mates each of these runs' clusters gave an anchor: C2's diagnostics table."]
     if any(e in by_entry for e in shown):
         plot([summarise(by_entry[e]) for e in shown if e in by_entry], out / f"claims_{claim.lower()}.png",
              reference=raw[0] if raw else None)
     head = [f"## {claim}: {STATEMENTS[claim]}", "", f"**Verdict: {combine(verdicts)}**", ""]
     return head + lines + [""], rows
+
+
+def diagnostics_lines(plan: Plan, by_entry: dict[Entry, Result], out: Path) -> list[str]:
+    """Every clustering run's cluster diagnostics in its last epoch (metrics.jsonl), mean over its seeds."""
+    cells = []
+    for entry in plan.main_entries():
+        if entry not in by_entry or entry.clusters == "none":
+            continue
+        rows = [row for seed in by_entry[entry].finals for row in last_diagnostics(out / entry.folder / f"seed{seed}")]
+        for name in dict.fromkeys(row["name"] for row in rows):
+            mine = [row for row in rows if row["name"] == name]
+            mean = {key: statistics.fmean(row[key] for row in mine) for key in DIAGNOSTICS}
+            cells.append([entry.name, name, f"{mean['mates_per_anchor']:.2f}", f"{mean['occupied_clusters']:.0f}",
+                          f"{mean['largest_share']:.3f}", f"{mean['NMI']:.3f}", f"{mean['AMI']:.3f}", len(mine)])
+    return ["Cluster diagnostics in each run's last epoch (mean over its seeds): cluster-mates = the other samples of "
+            "an anchor's cluster in its batch, the positives the clusters add beyond its own views.", "",
+            markdown_table(["run", "clustering", "cluster-mates per anchor", "occupied clusters", "largest cluster's "
+                            "share", "NMI to labels", "AMI to labels", "seeds"], cells)]
+
+
+DIAGNOSTICS = ("mates_per_anchor", "occupied_clusters", "largest_share", "NMI", "AMI")
+
+
+def last_diagnostics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return records[-1].get("cluster_diagnostics", []) if records else []
 
 
 def supervised_gap(supervised: Result, compared: list[Entry], by_entry: dict[Entry, Result]) -> list[str]:
@@ -159,14 +199,16 @@ def correlation_section(plan: Plan, by_entry: dict[Entry, Result], raw: list[dic
     return head + lines + [""], csv_rows
 
 
-def curve_points(plan: Plan, curves: dict[Entry, SeedCurves], raw: list[dict]) -> dict[str, list[CurvePoint]]:
-    """Every curve, by panel: C1-C3's paired differences, C4's partial correlations, each run against raw pixels."""
+def curve_points(plan: Plan, curves: dict[Entry, SeedCurves], raw: list[dict],
+                 rule: SeedRule) -> dict[str, list[CurvePoint]]:
+    """Every curve, by panel: C1-C3's and K's paired differences (at `rule`'s level), C4's partial correlations,
+    each run against raw pixels."""
     panels: dict[str, list[CurvePoint]] = {}
     for c in plan.comparisons:
         if c.better in curves and c.worse in curves:
             for metric, _ in METRICS:
                 panels.setdefault(c.claim, []).extend(
-                    difference_curve(c.claim, c.name, curves[c.better], curves[c.worse], metric))
+                    difference_curve(c.claim, c.name, curves[c.better], curves[c.worse], metric, rule=rule))
     sets = {spec: curves[plan.level_entry(spec)] for spec, _ in plan.levels if plan.level_entry(spec) in curves}
     level_statistics = dict(plan.levels)
     panels["C4"] = [p for metric, _ in METRICS
@@ -258,12 +300,15 @@ def write_outputs(out: Path, report: list[str], table: list[dict], panels: dict[
 
 
 def combine(verdicts: list[str]) -> str:
-    """A claim agrees when every comparison agrees, disagrees when any disagrees, else is inconclusive."""
+    """A claim agrees when every comparison agrees, disagrees when any disagrees, is equivalent when every one is;
+    decided comparisons of both kinds read "agrees in part, equivalent in part"; anything undecided: inconclusive."""
     if not verdicts or "not measured" in verdicts:
         return "not measured"
     if "disagrees" in verdicts:
         return "disagrees"
-    return "agrees" if all(v == "agrees" for v in verdicts) else "inconclusive"
+    if len(set(verdicts)) == 1:
+        return verdicts[0]
+    return "agrees in part, equivalent in part" if set(verdicts) <= set(DECIDED) else "inconclusive"
 
 
 def csv_row(claim: str, name: str, metric: str, diff: Interval, said: str) -> dict:

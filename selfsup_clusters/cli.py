@@ -1,30 +1,16 @@
 """`selfsup-clusters` command line: sub-commands train, methods, tune, compare, analyze, claims, eval, export, embed,
-clusters, bench, cache. `key=value` overrides may stand anywhere among a sub-command's options."""
+clusters, bench, cache. `key=value` overrides may stand anywhere among a sub-command's options. This file parses;
+what each sub-command does is commands.py's."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
+from selfsup_clusters import commands
 from selfsup_clusters.clusters.spec import SPEC_HELP
-from selfsup_clusters.errors import UserError
-from selfsup_clusters.files import hold_folder, writable_folder
-
-# Flags that are shorthands for config keys.
-TRAIN_FLAGS = {
-    "method": "method",
-    "dataset": "data.name",
-    "data_root": "data.root",
-    "backbone": "model.backbone",
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "subset": "data.subset",
-    "seed": "seed",
-    "clusters": "clusters.spec",
-    "out": "out",
-}
+from selfsup_clusters.errors import Interrupted, UserError
+from selfsup_clusters.stopping import STOPPED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +50,7 @@ def compare_options(compare: argparse.ArgumentParser) -> None:
     compare.add_argument("--out", required=True, help="folder for every run and the results")
     compare.add_argument("--clusters", metavar="SPEC", help="for methods that learn from clusters and have no "
                                                             f"--clusters-for entry: {SPEC_HELP}")
-    add_shared_run_flags(compare)
+    add_shared_run_flags(compare, until_decided=True)
 
 
 def analyze_options(analyze: argparse.ArgumentParser) -> None:
@@ -87,7 +73,7 @@ def tune_options(tune: argparse.ArgumentParser) -> None:
 def claims_options(claims: argparse.ArgumentParser) -> None:
     claims.add_argument("--budget", default="cpu", help="smoke, cpu (default) or gpu: configs/claims_<budget>.yaml")
     claims.add_argument("--out", required=True, help="folder for every run, claims.md/.csv and the figures")
-    add_shared_run_flags(claims, seeds=3)
+    add_shared_run_flags(claims, seeds="claims.seeds of the budget", until_decided=True)
 
 
 def eval_options(evaluate: argparse.ArgumentParser) -> None:
@@ -178,10 +164,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def add_shared_run_flags(parser: argparse.ArgumentParser, seeds: int = 1) -> None:
+def add_shared_run_flags(parser: argparse.ArgumentParser, seeds: str = "1", until_decided: bool = False) -> None:
     """The options `compare`, `analyze`, `tune` and `claims` pass to every run they train."""
-    parser.add_argument("--seeds", type=int, default=seeds,
-                        help=f"seeds per run: --seed, --seed+1, ... (default {seeds})")
+    more = (" or MIN..MAX: seeds until decided, one more per round for the runs an undecided comparison needs "
+            "(intervals valid under that stopping)") if until_decided else ""
+    parser.add_argument("--seeds", help=f"seeds per run: --seed, --seed+1, ...{more} (default {seeds})")
     for flag in ("--config", "--dataset", "--data-root", "--backbone"):
         parser.add_argument(flag)
     for flag in ("--epochs", "--batch-size", "--subset", "--seed"):
@@ -189,214 +176,30 @@ def add_shared_run_flags(parser: argparse.ArgumentParser, seeds: int = 1) -> Non
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="shared by every run")
 
 
-def shared_runs(args: argparse.Namespace):
-    """What every run of `compare` / `analyze` / `claims` / `tune` starts from (each run then gets its method's
-    recipe, its own folder under --out, its seed), and the seeds: --seed, --seed+1, ..."""
-    from selfsup_clusters.recipes import UserConfig
-
-    if args.seeds < 1:
-        raise UserError("--seeds must be at least 1")
-    writable_folder(args.out)
-    user = UserConfig(args.config, tuple(o for o in config_overrides(args) if not o.startswith("out=")))
-    first = user.load().seed
-    return user, list(range(first, first + args.seeds))
-
-
-def config_overrides(args: argparse.Namespace) -> list[str]:
-    """The key=value overrides, then the named flags as key=value; a flag and a key=value that set one field to
-    different values are refused (neither silently wins)."""
-    from omegaconf import OmegaConf
-
-    flags = {key: (f"--{flag.replace('_', '-')} {getattr(args, flag)}", str(getattr(args, flag)))
-             for flag, key in TRAIN_FLAGS.items() if getattr(args, flag, None) is not None}
-    if getattr(args, "download", False):
-        flags["data.download"] = ("--download", "true")
-
-    def parsed(value: str):  # as the merge reads a value: epochs=02 is --epochs 2, data.download=True is --download
-        return OmegaConf.from_dotlist([f"v={value}"]).v
-
-    for item in args.overrides:
-        key, _, value = item.partition("=")
-        if key.strip() not in flags:
-            continue
-        flag, flag_value = flags[key.strip()]
-        try:
-            same = parsed(value.strip()) == parsed(flag_value)
-        except Exception:  # a value the merge itself rejects, with its own message
-            same = value.strip() == flag_value
-        if not same:
-            raise UserError(f"{flag} conflicts with {item.strip()}: the same setting given twice with different "
-                            "values; give it once")
-    return list(args.overrides) + [f"{key}={value}" for key, (_, value) in flags.items()]
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from selfsup_clusters import distributed
-    from selfsup_clusters.config import to_yaml
-    from selfsup_clusters.recipes import load_config
-    from selfsup_clusters.trainer import resume, train
-
-    overrides = config_overrides(args)
-    if args.resume and (overrides or args.config):
-        raise UserError("--resume continues the saved run exactly; drop the other options "
-                        f"({' '.join(overrides) or '--config'})")
-    if args.print_config:
-        print(to_yaml(resumed_config(args.resume) if args.resume else load_config(args.config, overrides)), end="")
-        return 0
-    final = resume(args.resume) if args.resume else train(load_config(args.config, overrides))
-    keys = ("knn_top1", "knn_k", "knn_t", "linear_top1", "nmi", "loss", "images_per_s", "train_time_s")
-    summary = {k: final[k] for k in keys if k in final}
-    if distributed.is_main():  # under torchrun: once, from rank 0
-        print(f"done: {final['out_dir']}  " + json.dumps(summary))
-    return 0
-
-
-def resumed_config(run_dir: str):
-    from selfsup_clusters.checkpoint import load_checkpoint
-    from selfsup_clusters.run import config_from_checkpoint
-
-    return config_from_checkpoint(load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt"))
-
-
-def run_suite(args: argparse.Namespace, train_runs, outputs: str) -> int:
-    """compare, tune, analyze, claims: the shared runs, trained with the suite's --out held (a second suite into
-    it is refused), then its report; exit status 1 when some run failed."""
-    user, seeds = shared_runs(args)
-    with hold_folder(args.out):
-        report, failures = train_runs(user, seeds, Path(args.out))
-    print(report)
-    print(f"written to {args.out}/{outputs}")
-    return 1 if failures else 0
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from selfsup_clusters.compare import compare, parse_clusters_for
-
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    clusters_for = parse_clusters_for(args.clusters_for)
-    return run_suite(args, lambda user, seeds, out: compare(user, methods, clusters_for, seeds, out),
-                     f"results.csv, results.md, results.png; tensorboard --logdir {args.out}")
-
-
-def cmd_tune(args: argparse.Namespace) -> int:
-    from selfsup_clusters.tune import parse_grid, tune
-
-    grid = parse_grid(args.grid)
-    return run_suite(args, lambda user, seeds, out: tune(user, args.method, grid, seeds, out),
-                     "tune.csv, tune.md, best.yaml")
-
-
-def cmd_analyze(args: argparse.Namespace) -> int:
-    from selfsup_clusters.analyze import analyze
-    from selfsup_clusters.clusters import split_spec_list
-
-    return run_suite(args, lambda user, seeds, out: analyze(user, split_spec_list(args.also), seeds, out),
-                     "analysis.csv, analysis.md, analysis.png")
-
-
-def cmd_claims(args: argparse.Namespace) -> int:
-    from selfsup_clusters.claims import budget_config, claims
-
-    args.config = args.config or budget_config(args.budget)
-    return run_suite(args, claims, "claims.md, claims.csv, claims_c1.png ... claims_c4.png")
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    from selfsup_clusters.run_eval import evaluate_checkpoint
-
-    every = not (args.knn or args.linear or args.clusters)
-    overrides = list(args.overrides)
-    overrides += [f"data.subset={args.subset}"] if args.subset else []
-    overrides += [f"data.test_subset={args.test_subset}"] if args.test_subset else []
-    results = evaluate_checkpoint(args.checkpoint, knn=every or args.knn, linear=every or args.linear,
-                                  clusters=every or args.clusters, overrides=overrides)
-    for key, value in results.items():
-        print(f"{key:>14}  {value:.4f}" if isinstance(value, float) else f"{key:>14}  {value}")
-    print(f"written to {Path(args.checkpoint).parent / 'eval.json'}")
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from selfsup_clusters.export import export_backbone
-
-    config = export_backbone(args.checkpoint, args.out)
-    info = config["selfsup_clusters"]
-    print(f"exported {info['timm_name']} ({info['in_chans']}x{info['image_size']}x{info['image_size']} in, "
-          f"{info['num_features']} features; {info['method']}, epoch {info['epoch']}) to {args.out}/model.safetensors "
-          "and config.json")
-    print(f"load it with: {info['load']}")
-    return 0
-
-
-def cmd_embed(args: argparse.Namespace) -> int:
-    from selfsup_clusters.export import embed
-
-    overrides = list(args.overrides)
-    if args.dataset:
-        overrides += [f"data.name={args.dataset}"] + ([] if args.data_root else ["data.root=null"])
-    overrides += [f"data.root={args.data_root}"] if args.data_root else []
-    overrides += ["data.download=true"] if args.download else []
-    done = embed(args.checkpoint, args.out, split=args.split, subset=args.subset, batch_size=args.batch_size,
-                 device=args.device, overrides=overrides)
-    print(f"wrote {done['images']} x {done['dim']} features of {done['dataset']} {done['split']} to {done['out']} "
-          f"in {done['seconds']:.1f}s")
-    return 0
-
-
-def cmd_clusters(args: argparse.Namespace) -> int:
-    from selfsup_clusters.clusters import statistics_table
-    from selfsup_clusters.data import load_dataset
-    from selfsup_clusters.recipes import load_config
-    from selfsup_clusters.tables import format_table
-
-    cfg = load_config(args.config, config_overrides(args))
-    data = load_dataset(cfg.data)
-    rows = statistics_table(data.auxiliary, cfg.clusters.wordnet_dir)
-    print(f"{cfg.data.name}: {len(data.train)} training images, {len(data.class_names)} classes; "
-          "H, I in bits (T = class label)")
-    print(format_table(rows))
-    return 0
-
-
-def cmd_methods(args: argparse.Namespace) -> int:
-    from selfsup_clusters.methods import methods_table
-
-    print(methods_table())
-    return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from selfsup_clusters.bench import run_bench
-
-    run_bench(args)
-    return 0
-
-
-def cmd_cache(args: argparse.Namespace) -> int:
-    from selfsup_clusters.data.cache import prepare_cache
-
-    print(prepare_cache(args.config, config_overrides(args)))
-    return 0
-
-
-COMMANDS = {  # name: (help line, its options, what it runs), in the order --help lists them
-    "train": ("train one method; key=value overrides any config field", train_options, cmd_train),
-    "compare": ("train several methods with the same options and tabulate them", compare_options, cmd_compare),
-    "analyze": ("cl-infonce on every cluster level: accuracy against I(Z;T), H(Z|T)", analyze_options, cmd_analyze),
+COMMANDS = {  # name: (help line, its options, what it runs: commands.py), in the order --help lists them
+    "train": ("train one method; key=value overrides any config field", train_options, commands.cmd_train),
+    "compare": ("train several methods with the same options and tabulate them", compare_options,
+                commands.cmd_compare),
+    "analyze": ("cl-infonce on every cluster level: accuracy against I(Z;T), H(Z|T)", analyze_options,
+                commands.cmd_analyze),
     "methods": ("list the methods: what each learns from, its reference recipe and source", no_options,
-                cmd_methods),
-    "tune": ("choose hyperparameters on a validation split held out of the training set", tune_options, cmd_tune),
-    "claims": ("train the runs the paper's four claims need; verdicts with intervals", claims_options, cmd_claims),
-    "eval": ("evaluate a checkpoint: kNN, linear probe, cluster quality (default all)", eval_options, cmd_eval),
+                commands.cmd_methods),
+    "tune": ("choose hyperparameters on a validation split held out of the training set", tune_options,
+             commands.cmd_tune),
+    "claims": ("train the runs the paper's four claims need; verdicts with intervals", claims_options,
+               commands.cmd_claims),
+    "eval": ("evaluate a checkpoint: kNN, linear probe, cluster quality (default all)", eval_options,
+             commands.cmd_eval),
     "export": ("write a checkpoint's backbone as model.safetensors + config.json (loadable by timm)", export_options,
-               cmd_export),
+               commands.cmd_export),
     "embed": ("backbone features of a dataset split to .npy, or .npz with labels and indices", embed_options,
-              cmd_embed),
+              commands.cmd_embed),
     "clusters": ("print cluster statistics (H, I, NMI, AMI) of every auxiliary level", clusters_options,
-                 cmd_clusters),
-    "bench": ("measure training images/s, MFU, k-means and kNN time on this machine", bench_options, cmd_bench),
+                 commands.cmd_clusters),
+    "bench": ("measure training images/s, MFU, k-means and kNN time on this machine", bench_options,
+              commands.cmd_bench),
     "cache": ("decode an image folder or CSV table once into the cache training reads (data.cache; built on first "
-              "use otherwise)", cache_options, cmd_cache),
+              "use otherwise)", cache_options, commands.cmd_cache),
 }
 
 
@@ -404,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return COMMANDS[args.command][2](args)
+    except Interrupted as e:  # stopped by a signal, saved: "resumable", not a failure (stopping.STOPPED)
+        print(f"selfsup-clusters: {e}", file=sys.stderr)
+        return STOPPED
     except UserError as e:
         print(f"selfsup-clusters: error: {e}", file=sys.stderr)
         return 2

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from selfsup_clusters.clusters import parse_spec, split_spec_list
 from selfsup_clusters.errors import UserError
+from selfsup_clusters.intervals import SeedRule
 from selfsup_clusters.methods import method_class
 from selfsup_clusters.recipes import UserConfig
 from selfsup_clusters.report import write_results
-from selfsup_clusters.suite import Entry, Summary, raw_pixel_rows, summarise, train_entries
+from selfsup_clusters.suite import Entry, Summary, hold_rule, raw_pixel_rows, summarise, train_until_decided
 
 
 def parse_clusters_for(text: str | None) -> dict[str, list[str]]:
@@ -59,13 +60,18 @@ def plan(methods: list[str], clusters_for: dict[str, list[str]], shared_clusters
     return entries
 
 
-def compare(user: UserConfig, methods: list[str], clusters_for: dict[str, list[str]], seeds: list[int],
+def compare(user: UserConfig, methods: list[str], clusters_for: dict[str, list[str]], rule: SeedRule, first: int,
             out: Path) -> tuple[str, list[str]]:
-    """Train every row and seed (skipping finished runs), write the results; the table and the failures."""
+    """Train every row and seed (skipping finished runs), write the results; the table and the failures. With a
+    sequential `rule` (--seeds 3..10) a row gets more seeds while its paired difference to the first row is
+    undecided."""
     base = user.load()
     entries = plan(methods, clusters_for, base.clusters.spec)
+    hold_rule(out, rule)
     out.mkdir(parents=True, exist_ok=True)
-    results, failures = train_entries(user, entries, seeds, out)
-    rows = [summarise(result, results[0]) for result in results]
+    results, failures = train_until_decided(user, entries, [(entry, entries[0]) for entry in entries[1:]], rule,
+                                            first, out)
+    rows = [summarise(result, results[0], rule) for result in results]
     rows += [Summary.reference(row) for row in raw_pixel_rows(base, out)]
-    return write_results(rows, out, base, seeds, failures), failures
+    seeds = sorted({seed for result in results for seed in result.finals})
+    return write_results(rows, out, base, seeds, failures, rule), failures

@@ -21,6 +21,7 @@ from selfsup_clusters.errors import UserError, first_line
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "fashion_mnist.yaml"
 PRECISIONS = ("auto", "fp32", "bf16")
+OPTIMIZER_KERNELS = ("auto", "fused", "foreach", "loop")
 
 
 @dataclass
@@ -103,9 +104,10 @@ class OptimConfig:
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.0  # the cosine ends at lr * min_lr_ratio
-    # the update of all parameters at once (torch's foreach kernels; on a CPU torch's default is a per-tensor loop):
-    # bitwise the same result, the step measured faster (docs/speed.md)
-    foreach: bool = True
+    # how the update is computed (torch's optimizer kernels): "fused" (one kernel over all parameters), "foreach"
+    # (all parameters at once; bitwise the per-tensor "loop"), "loop", or "auto": fused on a CPU, where it measured
+    # the fastest end to end and within seed noise of foreach (docs/speed.md), foreach on a GPU (torch's own default)
+    kernel: str = "auto"
 
 
 @dataclass
@@ -166,6 +168,13 @@ class LogConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    # > 0: also write checkpoints/last.pt every N steps inside an epoch (a step checkpoint, which resume continues
+    # from mid-epoch); SIGTERM and SIGINT write one whatever this says (stopping.py)
+    every_steps: int = 0
+
+
+@dataclass
 class ClaimsConfig:
     """The `claims` command only: the cluster sources its comparisons use (selfsup_clusters/claims.py)."""
 
@@ -179,6 +188,14 @@ class ClaimsConfig:
     # C4's cluster sets (all of them, the one C1 shares included) train with these key=value settings on top of the
     # budget, e.g. ["epochs=3", "eval.at=[1,2]"]: C4's own budget; empty: the budget itself
     level_overrides: list[str] = field(default_factory=list)
+    # The k-means loop explained: K of a second k-means run whose clusters give an anchor several cluster-mates in its
+    # batch (batch * (N / K - 1) / (N - 1) of them), beside claims.kmeans and instance clusters
+    kmeans_mates: int = 20
+    # seeds per run when --seeds is not given: "3" (fixed) or "MIN..MAX" (seeds until decided; intervals.SeedRule)
+    seeds: str = "3"
+    # compare and claims: a paired difference whose interval lies inside +-margin is "equivalent" (TOST). One point
+    # of top-1: about twice the binomial standard error of one run's accuracy on 5,000 test images (docs/claims.md)
+    margin: float = 0.01
 
 
 @dataclass
@@ -200,6 +217,7 @@ class Config:
     clusters: ClusterConfig = field(default_factory=ClusterConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     claims: ClaimsConfig = field(default_factory=ClaimsConfig)
 
 
@@ -336,6 +354,8 @@ def validate(cfg: Config) -> None:
         (cfg.augment.views >= 2, "augment.views must be >= 2"),
         (cfg.model.stem in ("timm", "small"), "model.stem must be 'timm' or 'small'"),
         (cfg.optim.name in ("sgd", "adamw"), "optim.name must be 'sgd' or 'adamw'"),
+        (cfg.optim.kernel in OPTIMIZER_KERNELS, f"optim.kernel={cfg.optim.kernel!r}; use one of "
+                                                f"{', '.join(OPTIMIZER_KERNELS)}"),
         (0 < cfg.augment.crop_scale[0] <= cfg.augment.crop_scale[1] <= 1, "augment.crop_scale must be 0<a<=b<=1"),
         (cfg.eval.knn_k >= 1, "eval.knn_k must be >= 1"),
         (all(1 <= epoch <= cfg.epochs for epoch in cfg.eval.at),
@@ -348,7 +368,10 @@ def validate(cfg: Config) -> None:
          "method_args.base_temperature must be > 0 (or null: no loss scaling)"),
         (0 <= cfg.data.val_fraction < 1, "data.val_fraction must lie in [0, 1): e.g. 0.1 holds 10% out"),
         (cfg.claims.level_seeds >= 0, "claims.level_seeds must be >= 0 (0: every seed)"),
+        (cfg.claims.margin > 0, f"claims.margin={cfg.claims.margin}: the equivalence margin must be above 0, e.g. "
+                                "0.01 (one point of top-1)"),
         (cfg.log.save_every >= 0, "log.save_every must be >= 0 (0: keep only checkpoints/last.pt)"),
+        (cfg.checkpoint.every_steps >= 0, "checkpoint.every_steps must be >= 0 (0: at epoch ends and on a signal)"),
     ]
     for ok, message in checks:
         if not ok:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selfsup_clusters.intervals import INCONCLUSIVE, Interval, paired_difference, t_interval, verdict
+from selfsup_clusters.intervals import INCONCLUSIVE, Interval, SeedRule, paired_difference, t_interval, verdict
 
 CURVE_COLUMNS = ("claim", "comparison", "metric", "samples_seen", "value", "low", "high", "n", "verdict")
 # {seed: {samples seen: {"linear_top1": ..., "knn_top1": ..., "epoch": ...}}}
@@ -64,12 +64,14 @@ def at_budget(curve: SeedCurves, samples: int, metric: str) -> dict[int, float]:
 
 
 def difference_curve(claim: str, comparison: str, better: SeedCurves, worse: SeedCurves, metric: str,
-                     sign: int = +1) -> list[CurvePoint]:
-    """The paired difference better - worse (same seeds) at each common budget, with its verdict."""
+                     sign: int = +1, rule: SeedRule | None = None) -> list[CurvePoint]:
+    """The paired difference better - worse (same seeds) at each common budget, with its verdict: at `rule`'s
+    level and margin (seeds until decided: its repeated intervals), else a plain 95% interval and no margin."""
     points = []
     for samples in budgets(better, worse):
-        diff = paired_difference(at_budget(better, samples, metric), at_budget(worse, samples, metric))
-        points.append(CurvePoint(claim, comparison, metric, samples, diff, verdict(diff, sign)))
+        a, b = at_budget(better, samples, metric), at_budget(worse, samples, metric)
+        diff, said = rule.read(a, b, sign) if rule else (paired_difference(a, b), None)
+        points.append(CurvePoint(claim, comparison, metric, samples, diff, said or verdict(diff, sign)))
     return points
 
 

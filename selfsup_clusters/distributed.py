@@ -143,6 +143,15 @@ def mean(x: torch.Tensor) -> torch.Tensor:
     return x / world_size()
 
 
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when `flag` is true on at least one (every rank must call it at the same point)."""
+    if not enabled():
+        return flag
+    x = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(x, op=dist.ReduceOp.MAX)
+    return bool(x.item())
+
+
 def mean_scalars(values: dict[str, float]) -> dict[str, float]:
     """Each scalar averaged over the ranks: what rank 0 logs describes the global batch."""
     if not enabled():

@@ -12,4 +12,5 @@ def first_line(error: BaseException, limit: int = 200) -> str:
 
 
 class Interrupted(UserError):
-    """Ctrl-C during training: the last finished epoch is saved; callers running several trainings stop too."""
+    """A training stopped by SIGTERM or SIGINT after saving (stopping.py): the command exits with
+    stopping.STOPPED, "resumable"; callers running several trainings stop too."""

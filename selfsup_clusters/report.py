@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from selfsup_clusters.intervals import Interval
+from selfsup_clusters.intervals import AGREES, DISAGREES, Interval, SeedRule, verdict
 from selfsup_clusters.tables import markdown_table, write_csv
 
 if TYPE_CHECKING:
@@ -29,33 +29,48 @@ def cell(value: Interval | float | None, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def budget_line(cfg: Config, seeds: list[int]) -> str:
+def budget_line(cfg: Config, seeds: list[int], rule: SeedRule | None = None) -> str:
     subset = f"first {cfg.data.subset} training images" if cfg.data.subset else "all training images"
     split = (f", {cfg.data.val_fraction:.0%} held out: scores are on the VALIDATION split"
              if cfg.data.val_fraction else ", scores on the test split")
+    sequential = (f"; {rule.describe()}: paired differences and verdicts use those intervals"
+                  if rule is not None and rule.sequential else "")
     return (f"{cfg.data.name}, {subset}{split}, {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.model.backbone}, "
             f"precision {cfg.precision}; seeds {', '.join(map(str, seeds))}; each method at its own recipe "
             "(`selfsup-clusters methods`); 95% t-intervals over seeds" + ("" if len(seeds) > 1 else
-                                                                          " (one seed: no intervals)"))
+                                                                          " (one seed: no intervals)") + sequential)
+
+
+COMPARED = {AGREES: "higher", DISAGREES: "lower"}  # compare's words for a row's verdict against the first row
 
 
 def results_table(rows: list[Summary], cfg: Config) -> str:
-    """results.md's table: per row linear and kNN top-1, the paired differences to the first row, NMI and times."""
+    """results.md's table: per row linear and kNN top-1, the paired differences to the first row with the linear
+    one's verdict (higher, lower, equivalent within claims.margin, inconclusive), NMI and times."""
     first = rows[0].name if rows else ""
     columns = ["method", "linear top-1", f"kNN top-1 (k={cfg.eval.knn_k}, T={cfg.eval.knn_t})",
-               f"linear - {first} (paired)", f"kNN - {first} (paired)", "NMI", "run time (s)",
-               "of which evaluation (s)", "seeds"]
+               f"linear - {first} (paired)", f"vs {first} (linear)", f"kNN - {first} (paired)", "NMI",
+               "run time (s)", "of which evaluation (s)", "seeds"]
     return markdown_table(columns, [
         [row.name, cell(row.get("linear_top1")), cell(row.get("knn_top1")),
-         cell(row.differences.get("linear_top1"), "+.4f"), cell(row.differences.get("knn_top1"), "+.4f"),
-         cell(row.get("nmi"), ".3f"), cell(row.get("train_time_s"), ".0f"), cell(row.get("eval_time_s"), ".0f"),
-         row.seeds] for row in rows])
+         cell(row.differences.get("linear_top1"), "+.4f"), compared(row, cfg.claims.margin),
+         cell(row.differences.get("knn_top1"), "+.4f"), cell(row.get("nmi"), ".3f"),
+         cell(row.get("train_time_s"), ".0f"), cell(row.get("eval_time_s"), ".0f"), row.seeds] for row in rows])
 
 
-def write_results(rows: list[Summary], out: Path, cfg: Config, seeds: list[int], failures: list[str]) -> str:
+def compared(row: Summary, margin: float) -> str:
+    difference = row.differences.get("linear_top1")
+    if difference is None:
+        return "-"
+    said = verdict(difference, +1, margin)
+    return COMPARED.get(said, said)
+
+
+def write_results(rows: list[Summary], out: Path, cfg: Config, seeds: list[int], failures: list[str],
+                  rule: SeedRule | None = None) -> str:
     """results.csv (every field a column), results.md and results.png; returns the Markdown table and its notes."""
     write_csv(out / "results.csv", None, [row.row() for row in rows])
-    notes = [budget_line(cfg, seeds)] + [f"FAILED: {failure}" for failure in failures]
+    notes = [budget_line(cfg, seeds, rule)] + [f"FAILED: {failure}" for failure in failures]
     table = results_table(rows, cfg)
     (out / "results.md").write_text(table + "\n\n" + "\n".join(notes) + "\n")
     plot(rows, out / "results.png")

@@ -3,10 +3,11 @@ source, the memory bank; from a config (a new run), a checkpoint (resume) or a t
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -62,11 +63,14 @@ def build_optimizer(cfg: Config, model: torch.nn.Module, steps_per_epoch: int):
     groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
     o = cfg.optim
     lr = o.lr * cfg.batch_size / 256
+    kernel = o.kernel if o.kernel != "auto" else "fused" if next(model.parameters()).device.type == "cpu" \
+        else "foreach"
+    how = {"fused": {"fused": True}, "foreach": {"foreach": True}, "loop": {"foreach": False}}[kernel]
     if o.name == "sgd":
         optimizer = torch.optim.SGD(groups, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay,
-                                    nesterov=o.nesterov, foreach=o.foreach)
+                                    nesterov=o.nesterov, **how)
     else:
-        optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=o.weight_decay, foreach=o.foreach)
+        optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=o.weight_decay, **how)
     total = cfg.epochs * steps_per_epoch
     warmup = min(int(o.warmup_epochs * steps_per_epoch), total - 1)
 
@@ -77,6 +81,36 @@ def build_optimizer(cfg: Config, model: torch.nn.Module, steps_per_epoch: int):
         return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclass
+class EpochProgress:
+    """An epoch in progress: the steps done and what they have added up (the clusterings made before its first
+    step included). A step checkpoint keeps it, so a stopped epoch continues where it stopped and ends as it would
+    have."""
+
+    step: int = 0
+    clusters: list[dict] = field(default_factory=list)  # the rows of the clusterings made for this epoch
+    loss_sum: torch.Tensor | None = None  # 0-d, on the device (in a step checkpoint: (ranks,), every rank's)
+    mates_sum: torch.Tensor | None = None  # (clusterings,): each clustering's cluster-mates per anchor, summed
+    data_time: float = 0.0
+    seconds: float = 0.0  # this epoch's training time before the last stop
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "clusters": self.clusters, "data_time": self.data_time, "seconds": self.seconds,
+                **{key: None if value is None else value.cpu() for key, value in
+                   (("loss_sum", self.loss_sum), ("mates_sum", self.mates_sum))}}
+
+    @classmethod
+    def from_state_dict(cls, state: dict, device: torch.device) -> EpochProgress:
+        """The progress a step checkpoint saved, this rank's loss sum taken from every rank's (their mean when the
+        run resumes on another number of processes: only the logged loss is then approximate)."""
+        losses = state["loss_sum"]
+        if losses.dim() == 1:
+            losses = losses[distributed.rank()] if len(losses) == distributed.world_size() else losses.mean()
+        mates = state["mates_sum"]
+        return cls(state["step"], state["clusters"], losses.to(device), None if mates is None else mates.to(device),
+                   state["data_time"], state["seconds"])
 
 
 @dataclass
@@ -100,11 +134,19 @@ class Run:
     train_time_s: float = 0.0  # training wall time of the epochs before start_epoch (resume keeps counting)
     precision: str = "fp32"  # resolved: "fp32" or "bf16"
     model: torch.nn.Module | None = None  # what a step calls: the method, in DistributedDataParallel under torchrun
+    resumed_progress: EpochProgress | None = None  # the epoch a step checkpoint stopped in (resume goes on in it)
+    cluster_stats: dict[str, dict] = field(default_factory=dict)  # each clustering's statistics, by name
+    started: float = 0.0  # perf_counter when this process began training (train_time_s counts on from there)
 
 
 def config_from_checkpoint(checkpoint: dict, overrides: list[str] | None = None) -> Config:
-    """The config a checkpoint was trained with (on today's schema), with `overrides` applied."""
-    return merge_overrides(OmegaConf.merge(OmegaConf.structured(Config), checkpoint["config"]), overrides or [])
+    """The config a checkpoint was trained with (on today's schema), with `overrides` applied. A checkpoint from
+    before optim.kernel keeps the step it trained with (optim.foreach: true/false -> "foreach"/"loop")."""
+    saved = copy.deepcopy(checkpoint["config"])
+    optim = saved.get("optim", {})
+    if "foreach" in optim:
+        optim["kernel"] = "foreach" if optim.pop("foreach") else "loop"
+    return merge_overrides(OmegaConf.merge(OmegaConf.structured(Config), saved), overrides or [])
 
 
 def build_clusters(cfg: Config, data: ImageDataset) -> ClusterSource | None:
@@ -175,7 +217,7 @@ def setup_resumed(run_dir: str | Path) -> Run:
     out_dir = Path(run_dir)
     checkpoint = load_checkpoint(out_dir / "checkpoints" / "last.pt")
     cfg = config_from_checkpoint(checkpoint)
-    if checkpoint["epoch"] + 1 >= cfg.epochs:
+    if epochs_done(checkpoint) >= cfg.epochs:
         raise UserError(f"{out_dir} already finished its {cfg.epochs} epochs; its results are in final.json")
     preflight(cfg)
     run = build_run(cfg, out_dir, None)
@@ -200,11 +242,29 @@ def build_run(cfg: Config, out_dir: Path, data: ImageDataset | None) -> Run:
         method.backbone.compile()  # in place: the state_dict keeps its keys, so checkpoints stay interchangeable
     if cfg.model.sync_bn:
         method = distributed.sync_batchnorm(method, device)
-    steps_per_epoch = max(1, len(data.train) // cfg.batch_size)
+    fit_batch(cfg, len(data.train))
+    steps_per_epoch = len(data.train) // cfg.batch_size
     optimizer, scheduler = build_optimizer(cfg, method, steps_per_epoch)
     memory = MemoryBank(len(data.train), method.embedding_dim, device, seed=cfg.seed)
     return Run(cfg, out_dir, device, data, augment, batches, method, optimizer, scheduler, memory, steps_per_epoch,
                cluster_source, precision=resolve_precision(cfg.precision, device))
+
+
+def fit_batch(cfg: Config, images: int) -> None:
+    """A batch larger than the training images (after data.subset and data.val_fraction) becomes the largest that
+    fits (a multiple of the processes), said in one line; the run's config.yaml then holds the batch it trains with.
+    Fewer than two images a process: an error (a contrastive step needs two)."""
+    parts = distributed.world_size()
+    if cfg.batch_size <= images:
+        return
+    fitted = images // parts * parts
+    if fitted < max(2, parts):
+        raise UserError(f"only {images} training images (after data.subset and data.val_fraction), fewer than a "
+                        f"batch of 2 per process needs; use more images or a smaller data.val_fraction")
+    if distributed.is_main():
+        print(f"batch_size={cfg.batch_size} is more than the {images} training images (after data.subset and "
+              f"data.val_fraction): training with batch_size={fitted}, which config.yaml records", flush=True)
+    cfg.batch_size = fitted
 
 
 def restore(run: Run, checkpoint: dict) -> None:
@@ -223,8 +283,15 @@ def restore(run: Run, checkpoint: dict) -> None:
             run.method.set_clusters(run.assignments)
     torch.set_rng_state(checkpoint["rng"]["torch"])
     random.setstate(checkpoint["rng"]["python"])
-    run.start_epoch = checkpoint["epoch"] + 1
+    run.start_epoch = epochs_done(checkpoint)
     run.train_time_s = checkpoint.get("train_time_s", 0.0)
+    if checkpoint.get("progress") is not None:  # a step checkpoint: the epoch goes on from its step
+        run.resumed_progress = EpochProgress.from_state_dict(checkpoint["progress"], run.device)
+
+
+def epochs_done(checkpoint: dict) -> int:
+    """The epochs a checkpoint has finished: its epoch, and the one it stopped in unless it stopped mid-epoch."""
+    return checkpoint["epoch"] + (0 if checkpoint.get("progress") is not None else 1)
 
 
 def start(run: Run) -> Run:
@@ -261,5 +328,5 @@ def load_trained(checkpoint_path: str | Path, overrides: list[str] | None = None
         method.load_state_dict(checkpoint["model"])
     except (KeyError, RuntimeError) as e:
         raise UserError(f"{checkpoint_path} does not match its own config ({first_line(e)}); it is damaged") from None
-    return Trained(cfg, device, data, batches, method.eval(), checkpoint["epoch"] + 1,
+    return Trained(cfg, device, data, batches, method.eval(), epochs_done(checkpoint),
                    resolve_precision(cfg.precision, device))

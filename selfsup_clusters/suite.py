@@ -16,13 +16,16 @@ import torch
 
 from selfsup_clusters.clusters import parse_spec
 from selfsup_clusters.config import Config
-from selfsup_clusters.errors import Interrupted, first_line
+from selfsup_clusters.errors import Interrupted, UserError, first_line
 from selfsup_clusters.evaluate import linear_probe, raw_pixel_features, weighted_knn
-from selfsup_clusters.intervals import Interval, paired_difference, t_interval
+from selfsup_clusters.intervals import Interval, SeedRule, t_interval
 from selfsup_clusters.recipes import UserConfig
 
 # linear first: the paper's metric
 METRICS = ("linear_top1", "knn_top1", "nmi", "train_time_s", "eval_time_s", "images_per_s")
+DECIDING = "linear_top1"  # the metric whose verdict decides whether a comparison gets another seed
+RULE_FILE = "seed_rule.json"
+FIXED = SeedRule(1, 1, 0.01)  # a plain 95% t-interval over whatever seeds there are
 
 
 @dataclass(frozen=True)
@@ -81,20 +84,27 @@ def run_one(user: UserConfig, entry: Entry, seed: int, out: Path, tag: str = "co
 
 def train_entries(user: UserConfig, entries: list[Entry], seeds: list[int], out: Path,
                   tag: str = "compare") -> tuple[list[Result], list[str]]:
-    """Train every entry and seed (skipping finished runs), with a progress line and an estimate of the time left;
-    the results of entries that finished at least once, and one line per failed run. A failure does not stop
-    the others; Ctrl-C does."""
+    """Train every entry and seed (skipping finished runs): train_runs of each entry with `seeds`."""
+    return train_runs(user, [(entry, seeds) for entry in entries], out, tag)
+
+
+def train_runs(user: UserConfig, runs: list[tuple[Entry, list[int]]], out: Path,
+               tag: str = "compare") -> tuple[list[Result], list[str]]:
+    """Train each entry on its seeds (skipping finished runs), with a progress line and an estimate of the time
+    left; the results of entries that finished at least once, and one line per failed run. A failure does not stop
+    the others; a stop (SIGTERM, Ctrl-C) does."""
     results, failures = [], []
-    total, done, trained_seconds, trained = len(entries) * len(seeds), 0, 0.0, 0
-    for entry in entries:
+    total, done, trained_seconds, trained = sum(len(seeds) for _, seeds in runs), 0, 0.0, 0
+    for entry, seeds in runs:
         result = Result(entry)
         for seed in seeds:
             start = time.perf_counter()
             fresh = not (out / entry.folder / f"seed{seed}" / "final.json").exists()
             try:
                 result.finals[seed] = run_one(user, entry, seed, out, tag)
-            except Interrupted:
-                raise
+            except Interrupted as stopped:
+                raise Interrupted(f"{stopped}; or re-run the same {tag} command, which continues every run "
+                                  "where it stopped") from None
             except Exception as e:  # noqa: BLE001 - one failed run must not lose the others' results
                 failures.append(f"{entry.name} seed {seed}: {first_line(e)}")
                 print(f"[{tag}] FAILED {failures[-1]}", flush=True)
@@ -106,6 +116,52 @@ def train_entries(user: UserConfig, entries: list[Entry], seeds: list[int], out:
         if result.finals:
             results.append(result)
     return results, failures
+
+
+def train_until_decided(user: UserConfig, entries: list[Entry], pairs: list[tuple[Entry, Entry]], rule: SeedRule,
+                        first: int, out: Path, tag: str = "compare") -> tuple[list[Result], list[str]]:
+    """Every entry on seeds first, first+1, ... `rule.low` of them; then, round by round, one more seed for both
+    entries of each pair (better, worse) whose paired difference on DECIDING is still undecided (rule.wants_more),
+    until every pair is decided or at `rule.high`. Finished runs in `out` are reused, so an interrupted run picks
+    up where it stopped. A fixed rule (low == high) is one round. The results, as train_entries gives them."""
+    results = {entry: Result(entry) for entry in entries}
+    targets, attempted, failures, round_ = dict.fromkeys(entries, rule.low), dict.fromkeys(entries, 0), [], 0
+    while todo := [entry for entry in entries if attempted[entry] < targets[entry]]:
+        round_ += 1
+        if round_ > 1:
+            print(f"[{tag}] seeds until decided, round {round_}: {', '.join(e.name for e in todo)}", flush=True)
+        found, failed = train_runs(user, [(entry, list(range(first + attempted[entry], first + targets[entry])))
+                                          for entry in todo], out, tag)
+        for result in found:
+            results[result.entry].finals.update(result.finals)
+        failures += failed
+        attempted.update({entry: targets[entry] for entry in todo})
+        for better, worse in pairs:
+            a, b = results[better].values(DECIDING), results[worse].values(DECIDING)
+            n = len(set(a) & set(b))
+            if n and rule.wants_more(n, rule.read(a, b)[1]):
+                for entry in (better, worse):
+                    targets[entry] = max(targets[entry], n + 1)
+    return [result for result in results.values() if result.finals], failures
+
+
+def hold_rule(out: Path, rule: SeedRule) -> None:
+    """A folder trained with seeds until decided keeps its rule (DIR/seed_rule.json): the seeds it spent were chosen
+    by that rule, so a later run into it with another rule (or a fixed number of seeds) is refused before any
+    training; the same rule continues where it stopped."""
+    path = out / RULE_FILE
+    wanted = {"seeds": f"{rule.low}..{rule.high}" if rule.sequential else str(rule.low), "margin": rule.margin,
+              "confidence": rule.confidence, "metric": DECIDING}
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved != wanted:
+            rule_text = ", ".join(f"{key} {value}" for key, value in saved.items())
+            raise UserError(f"{out} was trained with seeds until decided ({rule_text}), which chose the seeds it "
+                            f"spent; continue it with --seeds {saved['seeds']} claims.margin={saved['margin']}, or "
+                            "pick another --out")
+    elif rule.sequential:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(wanted, indent=2) + "\n")
 
 
 def raw_pixel_rows(cfg: Config, out: Path) -> list[dict]:
@@ -163,9 +219,9 @@ class Summary:
                 **self.intervals, **self.values, **{f"{m}_diff": d for m, d in self.differences.items()}}
 
 
-def summarise(result: Result, baseline: Result | None = None) -> Summary:
+def summarise(result: Result, baseline: Result | None = None, rule: SeedRule | None = None) -> Summary:
     """One table row: per metric the mean with its 95% t-interval over seeds; against `baseline` (same seeds) the
-    paired difference of linear and kNN top-1."""
+    paired difference of linear and kNN top-1, at `rule`'s level (a plain 95% interval without one)."""
     entry = result.entry
     intervals = {metric: t_interval(list(values.values())) for metric in METRICS
                  for values in [result.values(metric)] if values}
@@ -173,7 +229,7 @@ def summarise(result: Result, baseline: Result | None = None) -> Summary:
     if baseline is not None and baseline is not result:
         for metric in ("linear_top1", "knn_top1"):
             try:
-                differences[metric] = paired_difference(result.values(metric), baseline.values(metric))
+                differences[metric] = (rule or FIXED).difference(result.values(metric), baseline.values(metric))
             except ValueError:
                 continue
     return Summary(entry.name, entry.method, entry.clusters, len(result.finals), intervals, differences)

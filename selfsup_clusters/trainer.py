@@ -5,6 +5,7 @@ Read it top to bottom; everything method-specific lives in the method's own file
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable
@@ -15,16 +16,17 @@ import torch
 
 from selfsup_clusters import distributed, provenance
 from selfsup_clusters.checkpoint import save_checkpoint
-from selfsup_clusters.clusters import cluster_statistics
+from selfsup_clusters.clusters import batch_mates, cluster_statistics
 from selfsup_clusters.config import Config, to_dict, to_yaml
 from selfsup_clusters.errors import Interrupted
 from selfsup_clusters.evaluate import extract_features
 from selfsup_clusters.files import hold_folder
 from selfsup_clusters.logger import NullLogger, RunLogger
 from selfsup_clusters.progress import progress
-from selfsup_clusters.run import Run, autocast, run_folder, setup, setup_resumed
+from selfsup_clusters.run import EpochProgress, Run, autocast, run_folder, setup, setup_resumed
 from selfsup_clusters.run_eval import evaluate
 from selfsup_clusters.seeds import derived_seed
+from selfsup_clusters.stopping import StopRequest
 
 
 def kmeans_due(run: Run, epoch: int) -> bool:
@@ -62,15 +64,25 @@ def update_clusters(run: Run, epoch: int, logger: RunLogger) -> list[dict]:
     seconds = time.perf_counter() - start
     if run.method.uses_clusters:
         for parameter in run.method.set_clusters(run.assignments):
-            run.optimizer.state.pop(parameter, None)  # a fresh head must not inherit its predecessor's momentum
+            forget_momentum(run.optimizer, parameter)  # a fresh head must not inherit its predecessor's momentum
     spec = run.cluster_source.spec
     logged = [(name, ids) for name, ids, dynamic in zip(spec.clustering_names(), run.assignments.ids,
                                                         spec.clustering_dynamic(), strict=True)
               if (clustered if dynamic else first)]  # what was clustered now
     rows = [{"name": name, **cluster_statistics(ids, run.data.train.labels), "seconds": seconds,
              "features_seconds": features_seconds} for name, ids in logged]
+    run.cluster_stats.update({row["name"]: row for row in rows})
     logger.clusters(rows, [torch.bincount(ids) for _, ids in logged], step=epoch * run.steps_per_epoch)
     return rows
+
+
+def forget_momentum(optimizer: torch.optim.Optimizer, parameter: torch.nn.Parameter) -> None:
+    """`parameter` starts its optimizer state afresh. SGD gets a zero momentum buffer rather than none: its first
+    step then computes buffer = 0 * momentum + grad = grad, what a missing buffer gives, and the fused kernel (the
+    CPU's default) takes no mix of parameters with and without buffers."""
+    optimizer.state.pop(parameter, None)
+    if isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"]:
+        optimizer.state[parameter] = {"momentum_buffer": torch.zeros_like(parameter)}
 
 
 def epoch_generator(cfg: Config, epoch: int, device: torch.device) -> torch.Generator:
@@ -78,50 +90,98 @@ def epoch_generator(cfg: Config, epoch: int, device: torch.device) -> torch.Gene
     return torch.Generator(device=device).manual_seed(derived_seed(cfg.seed, epoch))
 
 
-def train_epoch(run: Run, epoch: int, logger: RunLogger) -> dict:
+def train_epoch(run: Run, epoch: int, logger: RunLogger, done: EpochProgress | None = None,
+                stop: StopRequest | None = None) -> dict:
+    """The epoch's steps from `done.step` on (a fresh epoch without `done`), adding to `done`; at a step boundary
+    where `stop` asks, a step checkpoint and Interrupted. The epoch's record."""
     cfg, method, train = run.cfg, run.method, run.data.train
+    done = done or EpochProgress()
     method.train()
     generator = epoch_generator(cfg, epoch, run.device)
     order = torch.randperm(len(train), generator=generator, device=run.device)
-    batch_size = min(cfg.batch_size, len(train))
-    loss_sum = torch.zeros((), device=run.device)
-    data_time = 0.0
+    clusterings = [ids.to(run.device) for ids in run.assignments.ids] if run.assignments is not None else []
+    if done.loss_sum is None:
+        done.loss_sum = torch.zeros((), device=run.device)
+        done.mates_sum = torch.zeros(len(clusterings), device=run.device)
     start = time.perf_counter()
-    bar = progress(range(run.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=cfg.log.progress)
-    batches = run.batches.train(train, order, batch_size, generator)
+    bar = progress(range(done.step, run.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   enabled=cfg.log.progress)
+    batches = run.batches.train(train, order, cfg.batch_size, generator, start_step=done.step)
     for step in bar:
+        if stop is not None and stop.agreed(run.device):
+            stop_here(run, epoch, done, start, stop)
         t0 = time.perf_counter()
         views, index, labels = next(batches)
-        data_time += time.perf_counter() - t0
-
-        with autocast(run):
-            out = run.model(views, index, labels)  # method.training_step
-        run.optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        run.optimizer.step()
-        run.scheduler.step()
-        run.memory.update(distributed.all_gather(index), distributed.all_gather(out["z"]))  # all ranks' samples
-        method.after_step()
-
-        loss_sum += out["loss"].detach()
+        done.data_time += time.perf_counter() - t0
+        out, samples = train_step(run, views, index, labels)
+        done.loss_sum += out["loss"].detach()
+        if clusterings:
+            done.mates_sum += torch.stack([batch_mates(ids[samples]) for ids in clusterings])
+        done.step = step + 1
         global_step = epoch * run.steps_per_epoch + step
         if cfg.log.every_steps and global_step % cfg.log.every_steps == 0:
-            scalars = distributed.mean_scalars({k: float(v.detach()) if torch.is_tensor(v) else float(v)
-                                                for k, v in out.items() if k != "z"})
-            scalars["lr"] = run.optimizer.param_groups[0]["lr"]
-            logger.scalars(scalars, global_step, prefix="step/")
-            bar.set_postfix(loss=f"{scalars['loss']:.3f}")
-    loss = float(distributed.mean(loss_sum)) / run.steps_per_epoch  # waits for queued GPU work: timed below
-    seconds = time.perf_counter() - start
-    images = run.steps_per_epoch * batch_size * cfg.augment.views
+            log_step(run, out, global_step, logger, bar)
+        if cfg.checkpoint.every_steps and (global_step + 1) % cfg.checkpoint.every_steps == 0 \
+                and done.step < run.steps_per_epoch:
+            save_step(run, epoch, done, start)
+    return epoch_record(run, epoch, done, start)
+
+
+def train_step(run: Run, views: list[torch.Tensor], index: torch.Tensor, labels: torch.Tensor
+               ) -> tuple[dict, torch.Tensor]:
+    """One optimizer step on a batch; its output and the global batch's sample indices (every rank's)."""
+    with autocast(run):
+        out = run.model(views, index, labels)  # method.training_step
+    run.optimizer.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    run.optimizer.step()
+    run.scheduler.step()
+    samples = distributed.all_gather(index)
+    run.memory.update(samples, distributed.all_gather(out["z"]))  # all ranks' samples
+    run.method.after_step()
+    return out, samples
+
+
+def log_step(run: Run, out: dict, global_step: int, logger: RunLogger, bar) -> None:
+    scalars = distributed.mean_scalars({k: float(v.detach()) if torch.is_tensor(v) else float(v)
+                                        for k, v in out.items() if k != "z"})
+    scalars["lr"] = run.optimizer.param_groups[0]["lr"]
+    logger.scalars(scalars, global_step, prefix="step/")
+    bar.set_postfix(loss=f"{scalars['loss']:.3f}")
+
+
+def epoch_record(run: Run, epoch: int, done: EpochProgress, start: float) -> dict:
+    """What an epoch's steps add up to (across a stop and resume: `done` carries the part before)."""
+    loss = float(distributed.mean(done.loss_sum)) / run.steps_per_epoch  # waits for queued GPU work: timed below
+    seconds = done.seconds + time.perf_counter() - start
+    images = run.steps_per_epoch * run.cfg.batch_size * run.cfg.augment.views
     return {
         "loss": loss,
         "lr": run.optimizer.param_groups[0]["lr"],
         "epoch_time_s": seconds,
         "images_per_s": images / seconds,
-        "data_time_frac": data_time / seconds,
-        "samples_seen": (epoch + 1) * run.steps_per_epoch * batch_size,  # the budget so far (claims' curve axis)
+        "data_time_frac": done.data_time / seconds,
+        "samples_seen": (epoch + 1) * run.steps_per_epoch * run.cfg.batch_size,  # the budget so far (the curve's)
+        "cluster_mates": (done.mates_sum / run.steps_per_epoch).tolist(),
     }
+
+
+def save_step(run: Run, epoch: int, done: EpochProgress, start: float) -> None:
+    """A step checkpoint into checkpoints/last.pt (rank 0, atomically): the run as after its last step, with the
+    epoch's progress so far (its time up to now; `start`: when this process began the epoch)."""
+    now = time.perf_counter()
+    every_rank = distributed.all_gather(done.loss_sum.view(1))  # each rank sums its own slices' losses
+    if distributed.is_main():
+        snapshot = dataclasses.replace(done, seconds=done.seconds + now - start, loss_sum=every_rank)
+        state = checkpoint_state(run, epoch, run.train_time_s + now - run.started)
+        save_checkpoint({**state, "progress": snapshot.state_dict()}, run.out_dir / "checkpoints" / "last.pt")
+    distributed.barrier()
+
+
+def stop_here(run: Run, epoch: int, done: EpochProgress, start: float, stop: StopRequest) -> None:
+    save_step(run, epoch, done, start)
+    raise Interrupted(f"stopped by {stop.name} at epoch {epoch + 1}/{run.cfg.epochs}, step {done.step}/"
+                      f"{run.steps_per_epoch}; saved - continue with: selfsup-clusters train --resume {run.out_dir}")
 
 
 def evaluate_epoch(run: Run, epoch: int, logger: RunLogger) -> dict:
@@ -185,50 +245,59 @@ def hold(stack: ExitStack, folder: Path, option: str = "--out") -> None:
 
 def execute(open_run: Callable[[ExitStack], Run]) -> dict:
     """The process group, the run `open_run` opens (holding its folder on the stack), its epochs and final.json;
-    whatever fails, the process group and the folder are released."""
+    whatever fails, the process group and the folder are released. SIGTERM and SIGINT stop the run at its next
+    step boundary with a step checkpoint (stopping.py)."""
     distributed.init()
     # A bad config must not leave the process group standing: under torchrun its (NCCL) threads would abort every
     # process at exit (SIGABRT) instead of letting it exit with the error's status.
     with ExitStack() as stack:
         stack.callback(distributed.cleanup)
         run = open_run(stack)
+        resumed_step = run.start_epoch * run.steps_per_epoch + (run.resumed_progress.step if run.resumed_progress
+                                                                 else 0)
         logger = RunLogger(run.out_dir, run.cfg.log.tensorboard, resume_epoch=run.start_epoch,
-                           purge_step=run.start_epoch * run.steps_per_epoch if run.start_epoch else None
-                           ) if distributed.is_main() else NullLogger()
+                           purge_step=resumed_step or None) if distributed.is_main() else NullLogger()
         stack.callback(logger.close)
         try:
-            return train_epochs(run, logger)
-        except KeyboardInterrupt:
-            raise Interrupted(f"interrupted; the last finished epoch is saved - continue with --resume {run.out_dir}"
+            with StopRequest() as stop:
+                return train_epochs(run, logger, stop)
+        except KeyboardInterrupt:  # before the handlers were in place, or after they were gone
+            raise Interrupted(f"interrupted; the last checkpoint is kept - continue with --resume {run.out_dir}"
                               ) from None
 
 
-def train_epochs(run: Run, logger: RunLogger) -> dict:
-    """The epochs from `run.start_epoch` on, each logged and checkpointed; the final metrics."""
+def train_epochs(run: Run, logger: RunLogger, stop: StopRequest | None = None) -> dict:
+    """The epochs from `run.start_epoch` on (from its step, when a step checkpoint stopped in it), each logged and
+    checkpointed; the final metrics."""
     cfg = run.cfg
     environment = provenance.environment(run.device, run.precision, distributed.world_size()) \
         if distributed.is_main() else {}
     logger.run_info(to_yaml(cfg), environment, step=run.start_epoch * run.steps_per_epoch)
     record: dict = {}
-    total_start = time.perf_counter()
+    run.started = time.perf_counter()
     train_time_s = run.train_time_s
     scorable = run.data.scorable
     if not scorable and distributed.is_main():
         print(f"{cfg.data.name} has no labels: kNN and linear evaluation are off", flush=True)
     for epoch in range(run.start_epoch, cfg.epochs):
-        cluster_rows = update_clusters(run, epoch, logger) if clustering_due(run, epoch) else []
-        record = {"epoch": epoch, **train_epoch(run, epoch, logger)}
-        if cluster_rows:
-            record["clusters"] = cluster_rows
+        done = run.resumed_progress if epoch == run.start_epoch else None
+        if done is None:
+            done = EpochProgress(clusters=update_clusters(run, epoch, logger) if clustering_due(run, epoch) else [])
+        record = {"epoch": epoch, **train_epoch(run, epoch, logger, done, stop)}
+        record.update({"clusters": done.clusters} if done.clusters else {},
+                      **cluster_diagnostics(run, record.pop("cluster_mates"), logger, epoch))
         if scorable and distributed.is_main():
             record.update(evaluate_epoch(run, epoch, logger))
         # Log first, then checkpoint: resume drops logged epochs the checkpoint does not cover.
         logger.epoch(record, step=(epoch + 1) * run.steps_per_epoch)
-        train_time_s = run.train_time_s + time.perf_counter() - total_start
+        train_time_s = run.train_time_s + time.perf_counter() - run.started
         if distributed.is_main():
             save_epoch(run, epoch, train_time_s)
             print(_epoch_line(record, cfg.epochs), flush=True)
         distributed.barrier()  # every rank leaves the epoch with its checkpoint written
+        if stop is not None and epoch + 1 < cfg.epochs and stop.agreed(run.device):
+            raise Interrupted(f"stopped by {stop.name} after epoch {epoch + 1}/{cfg.epochs}; saved - continue "
+                              f"with: selfsup-clusters train --resume {run.out_dir}")
     final = {
         "config": to_dict(cfg),
         "out_dir": str(run.out_dir),
@@ -236,10 +305,30 @@ def train_epochs(run: Run, logger: RunLogger) -> dict:
         "precision": run.precision,
         "environment": environment,  # versions, commit, machine, threads: what the numbers were measured on
         "train_time_s": train_time_s,  # all invocations of a resumed run, up to the last checkpoint
-        **{k: v for k, v in record.items() if k not in ("epoch", "clusters")},
+        **{k: v for k, v in record.items() if k not in ("epoch", "clusters", "cluster_diagnostics")},
     }
     logger.final(final, hparams(run))
     return final
+
+
+def cluster_diagnostics(run: Run, mates: list[float], logger: RunLogger, epoch: int) -> dict:
+    """Each clustering the method learns from, this epoch (to metrics.jsonl and TensorBoard's clusters/NAME/): the
+    mean number of cluster-mates an anchor had in its (global) batch - the positives clusters add beyond its own
+    views -, the occupied clusters, the largest cluster's share of the samples and NMI/AMI to the labels (NaN
+    without labels). Empty before the first clustering."""
+    if run.assignments is None or not mates:
+        return {}
+    rows = []
+    for name, ids, mean_mates in zip(run.cluster_source.spec.clustering_names(), run.assignments.ids, mates,
+                                     strict=True):
+        if name not in run.cluster_stats:  # resumed: computed once from the restored assignments
+            run.cluster_stats[name] = cluster_statistics(ids, run.data.train.labels)
+        stats = run.cluster_stats[name]
+        rows.append({"name": name, "mates_per_anchor": mean_mates, "occupied_clusters": stats["num_clusters"],
+                     "largest_share": stats["largest_cluster"] / len(ids), "NMI": stats["NMI"], "AMI": stats["AMI"]})
+        logger.scalars({k: v for k, v in rows[-1].items() if k != "name"}, (epoch + 1) * run.steps_per_epoch,
+                       prefix=f"clusters/{name}/")
+    return {"cluster_diagnostics": rows}
 
 
 def save_epoch(run: Run, epoch: int, train_time_s: float) -> None:

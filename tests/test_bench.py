@@ -208,20 +208,24 @@ def test_benchmark_variants_keep_bracketed_values_whole():
 
 
 @pytest.mark.parametrize("size, stride, padding, fast", [(1, 1, 1, True), (2, 2, 1, True), (3, 1, 0, True),
-                                                         (5, 1, 1, False)])
-def test_point_output_conv_gives_nn_conv2d_outputs_and_gradients(monkeypatch, size, stride, padding, fast):
-    """model.point_conv_matmul: a 1x1 output goes through unfold + matmul when a backward pass follows, anything
-    else through nn.Conv2d; the output and every gradient (input, weight, bias) equal nn.Conv2d's."""
+                                                         (2, 1, 1, True), (5, 1, 1, False)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_point_output_conv_gives_nn_conv2d_outputs_and_gradients(monkeypatch, size, stride, padding, fast,
+                                                                  channels_last):
+    """model.point_conv_matmul: an output of at most 4 pixels goes through the window matmuls (backbones.WindowConv),
+    anything larger through nn.Conv2d; the output and every gradient (input, weight, bias) equal nn.Conv2d's, and
+    the weight's gradient keeps the weight's memory layout (the optimizer step slows down on mixed layouts)."""
     import copy
 
     from selfsup_clusters import backbones
 
-    calls, unfold = [], torch.nn.functional.unfold
-    monkeypatch.setattr(backbones.F, "unfold", lambda *a, **k: calls.append(1) or unfold(*a, **k))
+    calls, apply = [], backbones.WindowConv.apply
+    monkeypatch.setattr(backbones.WindowConv, "apply", lambda *a: calls.append(1) or apply(*a))
     torch.manual_seed(0)
-    reference = torch.nn.Conv2d(8, 6, 3, stride=stride, padding=padding).double()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    reference = torch.nn.Conv2d(8, 6, 3, stride=stride, padding=padding).double().to(memory_format=layout)
     point = backbones.use_point_convolutions(copy.deepcopy(reference))
-    x = torch.randn(4, 8, size, size, dtype=torch.float64)
+    x = torch.randn(4, 8, size, size, dtype=torch.float64).contiguous(memory_format=layout)
     outputs, grads = [], []
     for conv in (reference, point):
         xi = x.clone().requires_grad_()
@@ -233,11 +237,31 @@ def test_point_output_conv_gives_nn_conv2d_outputs_and_gradients(monkeypatch, si
     assert torch.allclose(outputs[0], outputs[1], atol=1e-12)
     for a, b in zip(*grads, strict=True):
         assert torch.allclose(a, b, atol=1e-12)
+    assert point.weight.grad.stride() == point.weight.stride()
     assert bool(calls) == fast
     calls.clear()
-    with torch.no_grad():  # no backward to follow (feature extraction): oneDNN's faster forward
+    with torch.no_grad():  # feature extraction takes the same path (oneDNN was slower there too)
         assert torch.allclose(point(x), outputs[0], atol=1e-12)
-    assert not calls
+    assert bool(calls) == fast
+
+
+def test_point_output_conv_under_bf16_autocast_is_nn_conv2d_in_bf16():
+    """Under autocast the window matmuls run in bf16, as oneDNN's convolution does: the same output to bf16's
+    precision, a bf16 output, float32 gradients for float32 weights."""
+    import copy
+
+    from selfsup_clusters import backbones
+
+    torch.manual_seed(0)
+    reference = torch.nn.Conv2d(64, 32, 3, stride=2, padding=1).to(memory_format=torch.channels_last)
+    point = backbones.use_point_convolutions(copy.deepcopy(reference))
+    x = torch.randn(16, 64, 2, 2).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, found = reference(x), point(x)
+    assert found.dtype == expected.dtype == torch.bfloat16
+    assert torch.allclose(found.float(), expected.float(), atol=0.05, rtol=0.02)
+    found.float().sum().backward()
+    assert point.weight.grad.dtype == torch.float32
 
 
 def test_point_conv_matmul_swaps_only_plain_convolutions():

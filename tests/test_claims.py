@@ -73,22 +73,25 @@ def test_claims_smoke_writes_every_claim_and_resumes_without_training(tmp_path, 
     out = tmp_path / "claims"
     assert main(["claims", "--budget", "smoke", "--seeds", "2", "--out", str(out)]) == 0
     text = (out / "claims.md").read_text()
-    for claim in ("C1", "C2", "C3", "C4"):
+    for claim in ("C1", "C2", "C3", "C4", "K"):
         assert f"## {claim}:" in text
         assert (out / f"claims_{claim.lower()}.png").stat().st_size > 1000
-    assert text.count("**Verdict: ") == 4
+    assert text.count("**Verdict: ") == 5
+    assert "the recipe: cl-infonce instance - simclr" in text
+    assert "the clusters with mates (K=4): cl-infonce kmeans:4 - cl-infonce instance" in text
+    assert "cluster-mates per anchor" in text
     assert "cl-infonce wordnet:8 - simclr" in text and "cl-infonce kmeans:16 - pcl kmeans:16" in text
     assert "cl-infonce wordnet:8 - ce wordnet:8" in text and "Spearman" in text
     assert "merge:2" in text and "split:4" in text  # the synthetic sets join C4
     assert "H(Z|T) given I(Z;T)" in text and "**The shortcut, checked once**" in text
     rows = (out / "claims.csv").read_text().splitlines()
     assert rows[0].startswith("claim,comparison,metric,difference,low,high")
-    assert len(rows) == 1 + 2 * 4 + 4 * 2  # C1-C3: 4 comparisons x 2 metrics; C4: 4 correlations x 2 metrics
+    assert len(rows) == 1 + 2 * 4 + 4 * 2 + 4 * 2  # C1-C3, K: 4 comparisons each x 2 metrics; C4: 4 correlations
     # The curve: every comparison at both budgets (epochs 1 and 2 of 4 steps of 64 samples), raw pixels beside.
     curve = list(csv.DictReader((out / "curve.csv").open()))
     simclr = [r for r in curve if r["comparison"] == "cl-infonce wordnet:8 - simclr" and r["metric"] == "linear_top1"]
     assert [int(r["samples_seen"]) for r in simclr] == [256, 512] and all(r["n"] == "2" for r in simclr)
-    assert {r["claim"] for r in curve} == {"C1", "C2", "C3", "C4", "raw pixels"}
+    assert {r["claim"] for r in curve} == {"C1", "C2", "C3", "C4", "K", "raw pixels"}
     assert (out / "claims_curve.png").stat().st_size > 1000
     runs = list(csv.DictReader((out / "claims_runs.csv").open()))
     assert list(runs[0]) == ["run", "linear_top1", "linear_low", "linear_high", "knn_top1", "knn_low", "knn_high"]

@@ -18,7 +18,7 @@ from tests.conftest import TINY
     (["train", "a.b=1", "--out", "D", "c.d=2", "--epochs", "3"], "epochs", 3),
     (["eval", "a.b=1", "--checkpoint", "C", "c.d=2", "--knn"], "checkpoint", "C"),
     (["compare", "a.b=1", "--out", "O", "c.d=2", "--methods", "simclr"], "methods", "simclr"),
-    (["analyze", "a.b=1", "--out", "O", "c.d=2", "--seeds", "2"], "seeds", 2),
+    (["analyze", "a.b=1", "--out", "O", "c.d=2", "--seeds", "2"], "seeds", "2"),
     (["tune", "a.b=1", "--method", "moco", "c.d=2", "--out", "O", "--grid", "optim.lr=0.1,0.2"], "method", "moco"),
     (["claims", "a.b=1", "--out", "O", "c.d=2", "--budget", "smoke"], "budget", "smoke"),
     (["clusters", "a.b=1", "--dataset", "cifar10", "c.d=2"], "dataset", "cifar10"),

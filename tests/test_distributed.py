@@ -232,6 +232,46 @@ def test_every_method_trains_on_two_ranks(method, tmp_path):
         assert all(torch.equal(a, b) for a, b in zip(clusters0, clusters1, strict=True))
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("needs_data")
+def test_sigterm_to_one_rank_stops_every_rank_at_one_step_and_resume_matches(tmp_path):
+    """A signal that reaches rank 1 only: both ranks stop at the same step (they agree at every step boundary),
+    rank 0 writes the step checkpoint, both exit "stopped, resumable"; torchrun --resume then ends equal to a 2-rank
+    run never stopped."""
+    import signal
+    import time
+
+    from selfsup_clusters.checkpoint import load_checkpoint
+    from tests.conftest import TINY
+    from tests.test_preemption import LONG_EPOCHS, comparable
+
+    settings = ["--method", "cl-infonce", "--clusters", "kmeans:8", *TINY, *CALM, *LONG_EPOCHS]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+           "selfsup_clusters", "train"]
+    process = subprocess.Popen([*run, *settings, f"out={tmp_path / 'stopped'}"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    for line in process.stdout:
+        if line.startswith("epoch 1/3"):
+            time.sleep(0.4)
+            workers = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+            rank1 = [pid for pid in workers if b"RANK=1\0" in Path(f"/proc/{pid}/environ").read_bytes()]
+            os.kill(int(rank1[0]), signal.SIGTERM)
+            break
+    _, stderr = process.communicate(timeout=300)
+    # both ranks stopped through the same path (each exits STOPPED; torchrun then reports its workers as failed)
+    assert stderr.count("continue with: selfsup-clusters train --resume") == 2, stderr[-3000:]
+    assert process.returncode != 0
+    checkpoint = load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")
+    assert checkpoint["epoch"] == 1 and 0 < checkpoint["progress"]["step"] < 128
+    resumed = subprocess.run([*run, "--resume", str(tmp_path / "stopped")], capture_output=True, text=True, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    whole = subprocess.run([*run, *settings, f"out={tmp_path / 'whole'}"], capture_output=True, text=True, env=env)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    for name in ("final.json", "metrics.jsonl"):
+        assert comparable(tmp_path / "stopped" / name) == comparable(tmp_path / "whole" / name)
+
+
 @pytest.fixture
 def needs_data():
     from tests.conftest import FASHION_MNIST_MISSING, HAS_FASHION_MNIST
@@ -284,8 +324,8 @@ def _worker(dump: Path, argv: list[str]) -> int:
                    dump / f"rank{distributed.rank()}_epoch{epoch}.pt")
         return rows
 
-    def recording_epoch(run, epoch, logger):
-        record = real_epoch(run, epoch, logger)
+    def recording_epoch(run, epoch, logger, *rest):
+        record = real_epoch(run, epoch, logger, *rest)
         torch.save({"state": {k: v.cpu().clone() for k, v in run.method.state_dict().items()},
                     "bank": run.memory.features.cpu().clone()},
                    dump / f"rank{distributed.rank()}_state_epoch{epoch}.pt")

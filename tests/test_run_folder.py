@@ -37,11 +37,11 @@ def test_a_second_run_into_a_running_runs_folder_is_refused_and_the_first_finish
     second = []
     real_epoch = trainer.train_epoch
 
-    def epoch_with_a_second_launch(run, epoch, logger):
+    def epoch_with_a_second_launch(run, epoch, logger, *rest):
         if not second:  # a double launch, while the first run trains its first epoch (once: not from itself)
             second.append("launched")
             second.append(main(args))
-        return real_epoch(run, epoch, logger)
+        return real_epoch(run, epoch, logger, *rest)
 
     monkeypatch.setattr(trainer, "train_epoch", epoch_with_a_second_launch)
     assert main(args) == 0

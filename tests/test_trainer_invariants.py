@@ -235,20 +235,25 @@ def test_warmup_shorter_than_a_step_and_no_warmup():
 
 
 @pytest.mark.parametrize("name", ["sgd", "adamw"])
-def test_the_foreach_step_is_bitwise_the_per_tensor_loop(name):
-    """optim.foreach (the default) only changes how the update is computed, never its result."""
+def test_the_optimizer_kernels_compute_the_same_update(name):
+    """optim.kernel only changes how the update is computed: foreach is bitwise the per-tensor loop, fused (the
+    CPU's auto) agrees with it to a few ulp."""
     cfg = load_config(overrides=[*TINY, f"optim.name={name}", "optim.nesterov=true", "optim.weight_decay=0.01"])
     finals = []
-    for foreach in (True, False):
-        cfg.optim.foreach = foreach
+    for kernel in ("foreach", "loop", "fused", "auto"):
+        cfg.optim.kernel = kernel
         torch.manual_seed(0)
         model = tiny_model()
         optimizer, _ = build_optimizer(cfg, model, steps_per_epoch=10)
-        assert all(group["foreach"] is foreach for group in optimizer.param_groups)
+        group = optimizer.param_groups[0]
+        assert (group["foreach"], bool(group["fused"])) == {"foreach": (True, False), "loop": (False, False),
+                                                           "fused": (None, True), "auto": (None, True)}[kernel]
         generator = torch.Generator().manual_seed(0)
         for _ in range(3):
             for p in model.parameters():
                 p.grad = torch.randn(p.shape, generator=generator)
             optimizer.step()
         finals.append([p.detach().clone() for p in model.parameters()])
-    assert all(torch.equal(a, b) for a, b in zip(*finals, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(finals[0], finals[1], strict=True))
+    assert all(torch.allclose(a, b, rtol=1e-6, atol=1e-7) for a, b in zip(finals[0], finals[2], strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(finals[2], finals[3], strict=True))

@@ -14,7 +14,7 @@ from .sources import (
     statistics_table,
 )
 from .spec import SPEC_HELP, ClusterPart, ClusterSpec, parse_spec, split_spec_list
-from .stats import cluster_statistics, conditional_entropy, entropy, mutual_information
+from .stats import batch_mates, cluster_statistics, conditional_entropy, entropy, mutual_information
 from .wordnet import FASHION_MNIST_SYNSETS, WordNet, class_synsets, load_wordnet, synset_for_wnid, wordnet_levels
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "attribute_clusters",
     "build_cluster_source",
     "class_synsets",
+    "batch_mates",
     "cluster_statistics",
     "conditional_entropy",
     "entropy",

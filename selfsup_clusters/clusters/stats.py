@@ -70,6 +70,13 @@ def cluster_statistics(z: IntArray, t: IntArray) -> dict[str, float | int]:
     }
 
 
+def batch_mates(ids: torch.Tensor) -> torch.Tensor:
+    """The mean over a batch's samples of how many other samples of the batch share the sample's cluster id: the
+    positives a clustering adds to an anchor beyond its own views. (B,) int64 -> 0-d float tensor on ids' device
+    (a B x B comparison: no host synchronisation on a GPU)."""
+    return ((ids[:, None] == ids[None, :]).sum() - ids.numel()).float() / ids.numel()
+
+
 def _pair(z: IntArray, t: IntArray) -> tuple[np.ndarray, np.ndarray]:
     z, t = as_numpy_ints(z, "cluster ids").reshape(-1), as_numpy_ints(t, "labels").reshape(-1)
     if z.shape != t.shape:

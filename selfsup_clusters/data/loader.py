@@ -1,7 +1,9 @@
 """Where batches come from: the one interface the loop reads images through.
 
-`train(split, order, batch_size, generator)` yields `(views, index, labels)` for one epoch in the given sample order
-(under torchrun `batch_size` is the global batch and each rank yields its equal slice of every batch);
+`train(split, order, batch_size, generator, start_step)` yields `(views, index, labels)` for one epoch in the given
+sample order from batch `start_step` on (under torchrun `batch_size` is the global batch and each rank yields its
+equal slice of every batch); the epoch's randomness is one draw from `generator`, and a batch's augmentation depends
+only on that draw and its step, so an epoch stopped after k steps continues with the same batches it would have had;
 `eval(split, batch_size)` yields the centre view of every image, in order. Datasets held in memory as one
 uint8 tensor (`Split.images` is a tensor) are augmented in whole batches on the training device
 (`InMemoryBatches`); so are file-backed ones (image folders, CSV tables) read from their decoded cache
@@ -24,6 +26,7 @@ from selfsup_clusters.config import AugmentConfig
 from selfsup_clusters.data.augment import BatchAugment, blur_kernel_size
 from selfsup_clusters.data.base import ImageDataset, Split
 from selfsup_clusters.errors import UserError
+from selfsup_clusters.seeds import derived_seed
 
 EVAL_CROP = 0.875  # image files' centre view: the central 87.5% (the usual ImageNet evaluation, eval_transform)
 
@@ -39,15 +42,17 @@ class InMemoryBatches:
         self.device = device
         self.decoded_files = decoded_files
 
-    def train(self, split: Split, order: torch.Tensor, batch_size: int,
-              generator: torch.Generator) -> Iterator[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]]:
+    def train(self, split: Split, order: torch.Tensor, batch_size: int, generator: torch.Generator,
+              start_step: int = 0) -> Iterator[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]]:
         labels = split.labels.to(self.device)  # on the device, so a step never waits for the host
         part = (distributed.rank(), distributed.world_size())
+        seed = epoch_seed(generator)
         order, batch_size = rank_order(order, batch_size), batch_size // part[1]
-        for step in range(len(order) // batch_size):
+        for step in range(start_step, len(order) // batch_size):
             index = order[step * batch_size : (step + 1) * batch_size]
             images = split.images[index.to(split.images.device)].to(self.device)  # no-ops when held on the device
-            yield (self.augment.views(images, generator, part, like_files=self.decoded_files), index,
+            step_generator = torch.Generator(device=generator.device).manual_seed(derived_seed(seed, step))
+            yield (self.augment.views(images, step_generator, part, like_files=self.decoded_files), index,
                    labels[index])
 
     def eval(self, split: Split, batch_size: int) -> Iterator[torch.Tensor]:
@@ -59,6 +64,11 @@ class InMemoryBatches:
                 offset = (side - crop) // 2
                 images = images[..., offset : offset + crop, offset : offset + crop]
             yield self.augment.center(images.to(self.device))
+
+
+def epoch_seed(generator: torch.Generator) -> int:
+    """The one draw an epoch's augmentation takes from its generator."""
+    return int(torch.randint(2**31, (1,), generator=generator, device=generator.device))  # x stride < 2**63
 
 
 def rank_order(order: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -150,11 +160,11 @@ class FileBatches:
         return DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=self.num_workers,
                           pin_memory=self.device.type == "cuda", drop_last=order is not None)
 
-    def train(self, split: Split, order: torch.Tensor, batch_size: int,
-              generator: torch.Generator) -> Iterator[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]]:
-        seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
-        dataset = _ImageFiles(split, self.train_transform, self.views, seed)
+    def train(self, split: Split, order: torch.Tensor, batch_size: int, generator: torch.Generator,
+              start_step: int = 0) -> Iterator[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]]:
+        dataset = _ImageFiles(split, self.train_transform, self.views, epoch_seed(generator))
         order, batch_size = rank_order(order, batch_size), batch_size // distributed.world_size()
+        order = order[start_step * batch_size : len(order) // batch_size * batch_size]
         for views, index, labels in read_batches(self._loader(dataset, batch_size, order.tolist())):
             yield ([v.to(self.device, non_blocking=True) for v in views], index.to(self.device),
                    labels.to(self.device))
