@@ -12,6 +12,7 @@ slice of it; rank 0 evaluates, logs and writes checkpoints.
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 
 import torch
@@ -38,6 +39,8 @@ def init() -> None:
         backend = "gloo"
     dist.init_process_group(backend)
     _created_here = True
+    if dist.get_rank() != 0:  # warnings once per run, from rank 0, not once per rank
+        logging.getLogger("selfsup_clusters").setLevel(logging.ERROR)
 
 
 def cleanup() -> None:

@@ -39,14 +39,18 @@ def write_csv(path: Path, columns: Sequence[str] | None, rows: list[dict]) -> No
 
 def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A Markdown table: the header of `columns`, then one line per row, each cell as str() writes it (an Interval
-    in its one format, Interval.__format__; format a number before, as it should read). Raises ValueError for a
-    row whose number of cells is not the number of columns."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    in its one format, Interval.__format__; format a number before, as it should read), a "|" inside a cell
+    escaped ("H(Z|T)" would split it). Raises ValueError for a row whose number of cells is not the number of
+    columns."""
+    def line(cells: Sequence[object]) -> str:
+        return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
+
+    lines = [line(columns), "|" + "---|" * len(columns)]
     for row in rows:
-        cells = [str(cell) for cell in row]
-        if len(cells) != len(columns):
-            raise ValueError(f"markdown_table: a row of {len(cells)} cells under {len(columns)} columns: {cells}")
-        lines.append("| " + " | ".join(cells) + " |")
+        if len(row) != len(columns):
+            raise ValueError(f"markdown_table: a row of {len(row)} cells under {len(columns)} columns: "
+                             f"{[str(cell) for cell in row]}")
+        lines.append(line(row))
     return "\n".join(lines)
 
 

@@ -452,3 +452,45 @@ def test_the_validation_split_is_held_out_once_by_load_dataset_for_every_command
     # `clusters` counts the training images only, as analyze and claim C4 do
     assert main(["clusters", "--subset", "1000", "data.val_fraction=0.2"]) == 0
     assert "fashion-mnist: 801 training images" in capsys.readouterr().out
+
+
+# --- folders that cannot loop or leak ------------------------------------------------------------------------------
+
+
+def test_a_symlink_cycle_is_read_once_and_no_file_lands_on_both_sides(tmp_path, capsys):
+    """The new user's tree: two classes of 30 noise images, one class holding a link back to the root. Followed
+    blindly, the cycle gave 2,460 images and copies of the same files in train and test (kNN 0.990 on noise)."""
+    import os
+
+    root = fake_tree(tmp_path / "tree", ["a", "b"], 30)
+    os.symlink(root, root / "b" / "loop")
+    os.symlink(root / "a" / "0.png", root / "b" / "also-a0.png")  # one file reached through two classes
+    data = load_dataset(data_config(name=f"imagefolder:{root}"))
+    out = capsys.readouterr().out
+    assert len(data.train) + len(data.test) == 60
+    assert "skipped 1 folder(s) reached a second time through a symbolic link" in out
+    assert "1 image file(s) reached a second time" in out
+    train, test = ({os.path.realpath(p) for p in split.paths} for split in (data.train, data.test))
+    assert not train & test
+
+
+def test_a_test_file_linked_into_the_training_tree_never_trains(tmp_path, capsys):
+    import os
+
+    root = tmp_path / "tree"
+    fake_tree(root / "train", ["a", "b"], 4)
+    fake_tree(root / "val", ["a", "b"], 2)
+    os.symlink(root / "val" / "a" / "0.png", root / "train" / "a" / "from-val.png")
+    data = load_dataset(data_config(name=f"imagefolder:{root}"))
+    assert len(data.train) == 8 and len(data.test) == 4
+    assert "1 training image file(s) are also test images" in capsys.readouterr().out
+
+
+def test_csv_rows_naming_one_file_twice_are_one_image_and_a_test_one(tmp_path, capsys):
+    # img/1.png is a train row; it is named again by a test row, and img/2.png twice as train
+    table = fake_table(tmp_path, extra="img/1.png,boot,test,1,red,x\nimg/2.png,shoe,train,0,red,x\n")
+    data = load_dataset(data_config(name=f"csv:{table}"))
+    assert "2 row(s) name an image file an earlier row names" in capsys.readouterr().out
+    assert len(data.train) + len(data.test) == 30
+    assert any(p.endswith("img/1.png") for p in data.test.paths)
+    assert not any(p.endswith("img/1.png") for p in data.train.paths)

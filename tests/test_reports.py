@@ -134,3 +134,12 @@ def test_claims_runs_table_writes_one_seed_and_three_seeds_the_same_one_way():
         "-0.0300 [-0.0548, -0.0052] | - | - | 3 |",
         "| cl-infonce labels | 0.7500 | 0.6500 | +0.0200 | -0.0900 | - | - | 1 |",
         "| raw pixels | 0.7300 | 0.7400 | - | - | - | - | - |"]
+
+
+def test_a_bar_inside_a_markdown_cell_is_escaped():
+    from selfsup_clusters.tables import markdown_table
+
+    table = markdown_table(["measure", "H(Z|T) bits"], [["H(Z|T) given I(Z;T)", "0.5"]])
+    header, _, row = table.splitlines()
+    assert header == r"| measure | H(Z\|T) bits |" and row == r"| H(Z\|T) given I(Z;T) | 0.5 |"
+    assert [line.replace(r"\|", "").count("|") for line in (header, row)] == [3, 3]  # two cells each

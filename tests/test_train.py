@@ -66,3 +66,23 @@ def test_resuming_a_finished_run_refuses_and_keeps_its_tensorboard_log(tmp_path)
     assert epoch_losses() == 2
     assert main(["train", "--resume", str(out)]) == 2  # "already finished its 2 epochs"
     assert epoch_losses() == 2  # a logger opened for the refused resume would have purged the last epoch's events
+
+
+@pytest.mark.parametrize("overrides, images", [(["data.subset=10", "batch_size=32"], 10),
+                                               (["data.subset=40", "data.val_fraction=0.8", "batch_size=32"], 8)])
+def test_a_batch_larger_than_the_training_images_is_fitted_and_recorded(tmp_path, capsys, overrides, images):
+    import yaml
+
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "epochs=1", *overrides, f"out={out}"]) == 0
+    said = capsys.readouterr().out
+    assert f"batch_size=32 is more than the {images} training images" in said
+    assert f"training with batch_size={images}" in said
+    assert yaml.safe_load((out / "config.yaml").read_text())["batch_size"] == images
+    assert metrics(out)[0]["samples_seen"] == images  # one step of the fitted batch
+
+
+def test_too_few_training_images_for_a_batch_is_one_clear_error(tmp_path, capsys):
+    assert main(["train", *TINY, "data.subset=3", "data.val_fraction=0.6", f"out={tmp_path / 'r'}"]) == 2
+    err = capsys.readouterr().err
+    assert "only 1 training images" in err and len(err.strip().splitlines()) == 1

@@ -1,6 +1,8 @@
-"""One 3x3 convolution's forward and backward on the CPU, through oneDNN (nn.Conv2d) and as unfold + matmul
-(`backbones.PointOutputConv2d`, what `model.point_conv_matmul` uses for 1x1 outputs), at the shapes of resnet10t's
-last stages at 28 px; channels_last, 3 warm-up and 5 timed passes each.
+"""One 3x3 convolution through oneDNN (nn.Conv2d) and as window matmuls (`backbones.PointOutputConv2d`, what
+`model.point_conv_matmul` uses for outputs of at most 4 pixels), at the shapes of resnet10t's last stages at 28 px;
+channels_last, in fp32 and under bf16 autocast; forward + backward on a training batch of 128 (the input needing
+its gradient too) and the forward alone on an evaluation batch of 1,024; 3 warm-up and 5 timed passes each,
+alternately in one invocation.
 
     .venv/bin/python tools/bench_point_conv.py
 """
@@ -16,31 +18,39 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from selfsup_clusters.backbones import use_point_convolutions  # noqa: E402
+from selfsup_clusters.backbones import SMALL_OUTPUT, use_point_convolutions  # noqa: E402
 
-SHAPES = [  # (batch, in channels, map size), out channels, stride
-    ((128, 512, 1), 512, 1), ((128, 256, 2), 512, 2), ((128, 256, 2), 256, 1), ((128, 64, 7), 64, 1)]
+SHAPES = [  # (in channels, map size), out channels, stride: resnet10t's layer4, layer3 and layer2 at 28 px
+    ((512, 1), 512, 1), ((256, 2), 512, 2), ((256, 2), 256, 1), ((128, 4), 256, 2), ((128, 4), 128, 1)]
 
 
-def milliseconds(conv: torch.nn.Module, x: torch.Tensor) -> float:
+def milliseconds(conv: torch.nn.Module, x: torch.Tensor, bf16: bool, backward: bool) -> float:
     for i in range(8):
         if i == 3:
             start = time.perf_counter()
-        conv(x).sum().backward()
+        with torch.set_grad_enabled(backward), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = conv(x)
+        if backward:
+            out.float().sum().backward()
     return (time.perf_counter() - start) / 5 * 1000
 
 
 def main() -> None:
     torch.manual_seed(0)
-    for (batch, channels, size), out_channels, stride in SHAPES:
+    for (channels, size), out_channels, stride in SHAPES:
         conv = torch.nn.Conv2d(channels, out_channels, 3, stride=stride, padding=1, bias=False)
         conv = conv.to(memory_format=torch.channels_last)
-        point = use_point_convolutions(copy.deepcopy(conv))
-        x = torch.randn(batch, channels, size, size).to(memory_format=torch.channels_last).requires_grad_()
+        window = use_point_convolutions(copy.deepcopy(conv))
         output = (size + 2 - 3) // stride + 1
-        print(f"{batch}x{channels}x{size}x{size} -> {out_channels}x{output}x{output}: oneDNN "
-              f"{milliseconds(conv, x):.1f} ms, PointOutputConv2d {milliseconds(point, x):.1f} ms"
-              + ("" if output == 1 else " (not a 1x1 output: nn.Conv2d's path)"), flush=True)
+        note = "" if output * output <= SMALL_OUTPUT else " (larger output: nn.Conv2d's path both times)"
+        for backward, batch in ((True, 128), (False, 1024)):
+            x = torch.randn(batch, channels, size, size).to(memory_format=torch.channels_last)
+            x.requires_grad_(backward)
+            times = [f"{precision} oneDNN {milliseconds(conv, x, precision == 'bf16', backward):.1f} ms, window "
+                     f"{milliseconds(window, x, precision == 'bf16', backward):.1f} ms"
+                     for precision in ("fp32", "bf16")]
+            print(f"{batch}x{channels}x{size}x{size} -> {out_channels}x{output}x{output} "
+                  f"{'forward+backward' if backward else 'forward'}: {'; '.join(times)}{note}", flush=True)
 
 
 if __name__ == "__main__":

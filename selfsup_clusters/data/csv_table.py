@@ -12,10 +12,12 @@ indicators (clusters/attributes.py). `data.csv.class_column=null` loads a table 
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import torch
 
+from selfsup_clusters import distributed
 from selfsup_clusters.clusters.attributes import categorical_indicators, tag_indicators
 from selfsup_clusters.config import CsvConfig, DataConfig
 from selfsup_clusters.data.base import ImageDataset, Split
@@ -97,17 +99,40 @@ def _image_paths(table: Path, rows: list[dict[str, str]], image_root: Path, c: C
     return paths
 
 
-def _split(table: Path, columns: list[str], rows: list[dict[str, str]],
-           c: CsvConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Train and test row indices: from the split column, else a seeded 80/20 split."""
+def _split_values(table: Path, columns: list[str], rows: list[dict[str, str]], c: CsvConfig) -> list[str] | None:
+    """Each row's split (train or test), or None without a split column."""
     if c.split_column not in columns:
-        return seeded_split(len(rows))
+        return None
     values = [row[c.split_column].strip().lower() for row in rows]
     bad = next((i for i, value in enumerate(values) if value not in SPLITS), None)
     if bad is not None:
         raise UserError(f"{table} row {bad + 2}: {c.split_column} is {values[bad]!r}; use train or test")
-    train_index = torch.tensor([i for i, value in enumerate(values) if value == "train"], dtype=torch.int64)
-    test_index = torch.tensor([i for i, value in enumerate(values) if value == "test"], dtype=torch.int64)
+    return values
+
+
+def _one_row_per_file(table: Path, paths: list[str], splits: list[str] | None) -> list[int]:
+    """The rows kept: a row that names a file an earlier row names (by resolved path) is left out, said in one
+    line, since each file is one image. Where one of them is a test row the file stays a test image (its first test
+    row), so a file on both sides of the split never trains."""
+    first: dict[str, int] = {}
+    for i, path in enumerate(paths):
+        real = os.path.realpath(path)
+        earlier = first.setdefault(real, i)
+        if earlier != i and splits is not None and splits[i] == "test" and splits[earlier] != "test":
+            first[real] = i
+    keep = sorted(first.values())
+    if len(keep) < len(paths) and distributed.is_main():
+        print(f"{table}: {len(paths) - len(keep)} row(s) name an image file an earlier row names (the same file): "
+              "left out, each file is one image (a test one where any of its rows says test)", flush=True)
+    return keep
+
+
+def _split(table: Path, splits: list[str] | None, n: int, c: CsvConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train and test indices of the n rows: from the split column, else a seeded 80/20 split."""
+    if splits is None:
+        return seeded_split(n)
+    train_index = torch.tensor([i for i, value in enumerate(splits) if value == "train"], dtype=torch.int64)
+    test_index = torch.tensor([i for i, value in enumerate(splits) if value == "test"], dtype=torch.int64)
     if len(train_index) == 0:
         raise UserError(f"{table}: no row has {c.split_column}=train")
     return train_index, test_index
@@ -124,6 +149,10 @@ def load_csv_table(cfg: DataConfig, path: str | None = None) -> ImageDataset:
         raise UserError(f"{table} has a header but no rows")
     attribute_columns = _attribute_columns(table, columns, c)
     paths = _image_paths(table, rows, image_root, c)
+    splits = _split_values(table, columns, rows, c)
+    keep = _one_row_per_file(table, paths, splits)
+    rows, paths = [rows[i] for i in keep], [paths[i] for i in keep]
+    splits = [splits[i] for i in keep] if splits is not None else None
     if c.class_column is not None:
         labels, class_names = _codes([row[c.class_column].strip() for row in rows])
     else:
@@ -136,7 +165,7 @@ def load_csv_table(cfg: DataConfig, path: str | None = None) -> ImageDataset:
     attributes = torch.cat([table for table, _ in indicators], dim=1) if attribute_names else None
     everything = Split(None, labels, attributes, paths)
 
-    train_index, test_index = _split(table, columns, rows, c)
+    train_index, test_index = _split(table, splits, len(rows), c)
     return ImageDataset(
         name=f"csv:{table}",
         train=shuffled(everything.select(train_index)),

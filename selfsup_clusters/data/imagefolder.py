@@ -8,11 +8,13 @@ Folder names that are wnids (`n01558993`) give `--clusters wordnet:LEVEL` direct
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import torch
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, has_file_allowed_extension
 
+from selfsup_clusters import distributed
 from selfsup_clusters.config import DataConfig
 from selfsup_clusters.data.base import WNID_PATTERN, ImageDataset, Split
 from selfsup_clusters.errors import UserError
@@ -69,13 +71,64 @@ def class_wnids(cfg: DataConfig, class_names: list[str]) -> list[str] | None:
     return [mapping[name] for name in class_names]
 
 
+def _identity(folder: str | Path) -> tuple[int, int]:
+    status = os.stat(folder)
+    return status.st_dev, status.st_ino
+
+
+def image_files(folder: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
+    """(path, class) of every image file under each class folder, symbolic links followed once: a folder reached
+    again (a link back up the tree - a cycle - or to a folder already read) is skipped, and a file reached again
+    (the same file through another link or class, by its resolved path) is one image, its first class's; each said
+    in one line. Skipping, not refusing: links are a normal way to build a class tree from shared folders."""
+    folders_read, files, samples, again, repeated = {_identity(folder)}, {}, [], [], 0
+    for name in sorted(class_to_idx):
+        if not (folder / name).is_dir():
+            raise UserError(f"{folder}: class folder {name} not found")
+        for root, subfolders, names in os.walk(folder / name, followlinks=True):
+            identity = _identity(root)
+            if identity in folders_read:
+                again.append(root)
+                subfolders.clear()
+                continue
+            folders_read.add(identity)
+            subfolders.sort()
+            for file in sorted(names):
+                path = os.path.join(root, file)
+                if not has_file_allowed_extension(file, IMG_EXTENSIONS):
+                    continue
+                if os.path.realpath(path) in files:
+                    repeated += 1
+                    continue
+                files[os.path.realpath(path)] = path
+                samples.append((path, class_to_idx[name]))
+    if again and distributed.is_main():
+        print(f"{folder}: skipped {len(again)} folder(s) reached a second time through a symbolic link (a cycle or a "
+              f"link to a folder already read, e.g. {again[0]} -> {os.path.realpath(again[0])}); each is read once",
+              flush=True)
+    if repeated and distributed.is_main():
+        print(f"{folder}: {repeated} image file(s) reached a second time (the same file through a link) count once",
+              flush=True)
+    return samples
+
+
 def _tree(folder: Path, class_to_idx: dict[str, int]) -> Split:
-    try:
-        samples = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS)
-    except FileNotFoundError as e:
-        raise UserError(f"{folder}: {e}") from None
+    samples = image_files(folder, class_to_idx)
+    if not samples:
+        raise UserError(f"{folder}: no image files ({', '.join(IMG_EXTENSIONS)}) in its class folders")
     return Split(None, torch.tensor([label for _, label in samples], dtype=torch.int64),
                  paths=[path for path, _ in samples])
+
+
+def without_files_of(train: Split, test: Split, folder: Path) -> Split:
+    """The training split without the files the test split holds too (by resolved path): a test image must never
+    train; said in one line."""
+    held = {os.path.realpath(path) for path in test.paths}
+    keep = [i for i, path in enumerate(train.paths) if os.path.realpath(path) not in held]
+    if len(keep) < len(train) and distributed.is_main():
+        print(f"{folder}: {len(train) - len(keep)} training image file(s) are also test images (the same file): "
+              "left out of training", flush=True)
+    return train.select(torch.tensor(keep, dtype=torch.int64)) if len(keep) < len(train) else train
 
 
 def load_image_folder(cfg: DataConfig, path: str | None = None) -> ImageDataset:
@@ -96,6 +149,7 @@ def load_image_folder(cfg: DataConfig, path: str | None = None) -> ImageDataset:
         if extra:
             raise UserError(f"{test_folder} has classes that {train_folder} lacks (e.g. {extra[:3]})")
         test = _tree(test_folder, {name: i for name, i in class_to_idx.items() if (test_folder / name).is_dir()})
+        train = without_files_of(train, test, root)
     else:
         train_index, test_index = seeded_split(len(train))
         train, test = train.select(train_index), train.select(test_index)
