@@ -105,8 +105,8 @@ class OptimConfig:
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.0  # the cosine ends at lr * min_lr_ratio
     # how the update is computed (torch's optimizer kernels): "fused" (one kernel over all parameters), "foreach"
-    # (all parameters at once; bitwise the per-tensor "loop"), "loop", or "auto": fused on a CPU, where it measured
-    # the fastest end to end and within seed noise of foreach (docs/speed.md), foreach on a GPU (torch's own default)
+    # (all parameters at once; bitwise the per-tensor "loop"), "loop", or "auto": fused on a CPU (end to end on the
+    # cpu budget: the same time and accuracy as foreach, docs/speed.md), foreach on a GPU (torch's own default)
     kernel: str = "auto"
 
 

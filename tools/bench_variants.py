@@ -37,7 +37,7 @@ from selfsup_clusters.tables import format_table  # noqa: E402
 from selfsup_clusters.trainer import train_epoch  # noqa: E402
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", action="append", required=True, metavar="NAME=key=value,...")
     parser.add_argument("--steps", type=int, default=10)
@@ -46,7 +46,11 @@ def main() -> None:
                         help="> 0: also time the evaluation's feature extraction over this many training images")
     parser.add_argument("--out", default="bench_out/variants.json")
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     shared = ["log.progress=false", "log.tensorboard=false", "log.every_steps=0", *args.overrides]
     variants = parse_variants(args.variant)
     data = load_dataset(load_config(overrides=shared).data)
