@@ -31,11 +31,12 @@ def main() -> None:
     a, b = finals(Path(args.a)), finals(Path(args.b))
     for metric in args.metrics.split(","):
         values = [{seed: final[metric] for seed, final in side.items() if metric in final} for side in (a, b)]
+        common = sorted(set(values[0]) & set(values[1]))
         difference = paired_difference(*values)
-        ratio = t_interval([values[0][s] / values[1][s] for s in sorted(set(values[0]) & set(values[1]))])
+        ratio = t_interval([values[0][s] / values[1][s] for s in common])
         print(f"{metric}: {Path(args.a).name} {t_interval(list(values[0].values())):.4f}, {Path(args.b).name} "
-              f"{t_interval(list(values[1].values())):.4f}; difference {difference:+.4f} (seeds "
-              f"{sorted(set(values[0]) & set(values[1]))}); ratio {ratio:.3f}")
+              f"{t_interval(list(values[1].values())):.4f}; difference {difference:+.4f} (seeds {common}); "
+              f"ratio {ratio:.3f}")
 
 
 if __name__ == "__main__":

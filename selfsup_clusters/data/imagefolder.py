@@ -81,7 +81,7 @@ def image_files(folder: Path, class_to_idx: dict[str, int]) -> list[tuple[str, i
     again (a link back up the tree - a cycle - or to a folder already read) is skipped, and a file reached again
     (the same file through another link or class, by its resolved path) is one image, its first class's; each said
     in one line. Skipping, not refusing: links are a normal way to build a class tree from shared folders."""
-    folders_read, files, samples, again, repeated = {_identity(folder)}, {}, [], [], 0
+    folders_read, files_read, samples, again, repeated = {_identity(folder)}, set(), [], [], 0
     for name in sorted(class_to_idx):
         if not (folder / name).is_dir():
             raise UserError(f"{folder}: class folder {name} not found")
@@ -97,10 +97,11 @@ def image_files(folder: Path, class_to_idx: dict[str, int]) -> list[tuple[str, i
                 path = os.path.join(root, file)
                 if not has_file_allowed_extension(file, IMG_EXTENSIONS):
                     continue
-                if os.path.realpath(path) in files:
+                real = os.path.realpath(path)
+                if real in files_read:
                     repeated += 1
                     continue
-                files[os.path.realpath(path)] = path
+                files_read.add(real)
                 samples.append((path, class_to_idx[name]))
     if again and distributed.is_main():
         print(f"{folder}: skipped {len(again)} folder(s) reached a second time through a symbolic link (a cycle or a "
