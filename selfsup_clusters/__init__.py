@@ -3,7 +3,7 @@
 The library API (docs/library.md): the loss `cluster_info_nce`; cluster sources from a spec over `AuxiliaryInfo`
 (`build_cluster_source("labels" | "wordnet:L" | "attributes:K" | "kmeans:K", aux)`); training from Python
 (`train(load_config(...))`, `resume(run_dir)`); a trained backbone taken out (`export_backbone`, `load_backbone`,
-`embed`).
+`embed`); a run's clusters read back (`load_clusters`, `draw_clusters`).
 
 The names load on first use, so `import selfsup_clusters` (and the command line) stays quick.
 """
@@ -41,6 +41,8 @@ _EXPORTS = {
     "export_backbone": "selfsup_clusters.export",
     "load_backbone": "selfsup_clusters.export",
     "embed": "selfsup_clusters.export",
+    "load_clusters": "selfsup_clusters.clusters.archive",
+    "draw_clusters": "selfsup_clusters.cluster_views",
     "UserError": "selfsup_clusters.errors",
 }
 
@@ -55,9 +57,11 @@ __all__ = [  # the names of _EXPORTS, spelled out for type checkers and linters
     "__version__",
     "build_cluster_source",
     "cluster_info_nce",
+    "draw_clusters",
     "embed",
     "export_backbone",
     "load_backbone",
+    "load_clusters",
     "load_config",
     "resume",
     "train",
@@ -77,7 +81,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from selfsup_clusters.cluster_views import draw_clusters
     from selfsup_clusters.clusters import Assignments, ClusterSource, KMeansOptions, build_cluster_source
+    from selfsup_clusters.clusters.archive import load_clusters
     from selfsup_clusters.config import Config
     from selfsup_clusters.data.base import AuxiliaryInfo
     from selfsup_clusters.errors import UserError

@@ -12,10 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from selfsup_clusters.errors import UserError
-from selfsup_clusters.intervals import Interval, correlation_interval, partial_spearman, spearman
+from selfsup_clusters.intervals import Interval, correlation_interval, partial_spearman, spearman, verdict
+from selfsup_clusters.protocols import FAMILY, robustness
 from selfsup_clusters.recipes import UserConfig
 from selfsup_clusters.report import cell
-from selfsup_clusters.suite import Entry, Summary, summarise, train_entries
+from selfsup_clusters.suite import SCORES, Entry, Summary, summarise, train_entries
 from selfsup_clusters.tables import markdown_table, write_csv
 
 COLUMNS = ("clusters", "num_clusters", "I_Z_T", "H_Z_given_T", "H_Z", "linear_top1", "linear_top1_low",
@@ -79,12 +80,25 @@ def correlations(rows: list[dict], metric: str) -> dict[str, Interval]:
     return found
 
 
+def family_correlations(scored: list[dict]) -> dict[str, dict[str, tuple[Interval, str]]]:
+    """Each measure's rank correlations (`correlations`) under every protocol of the family the cluster sets were
+    all scored with, each with its verdict against the paper's sign: {measure: {protocol: (rho, verdict)}}, the
+    deciding protocol first."""
+    signs = {label: sign for _, label, sign in MEASURES}
+    found: dict[str, dict[str, tuple[Interval, str]]] = {}
+    for protocol in FAMILY.values():
+        if scored and all(protocol.metric in row for row in scored):
+            for name, rho in correlations(scored, protocol.metric).items():
+                found.setdefault(name, {})[protocol.name] = (rho, verdict(rho, signs[name.split(" given ")[0]]))
+    return found
+
+
 def points(measured: list[tuple[dict, Summary]]) -> list[dict]:
-    """The cluster sets that have both top-1 scores, as the points of the rank correlations and the figure: each
-    set's statistics (`clusters`: its spec) with the seed means of linear and kNN top-1."""
-    scores = ("linear_top1", "knn_top1")
-    return [{**stats, "clusters": summary.clusters, **{metric: summary.mean(metric) for metric in scores}}
-            for stats, summary in measured if all(summary.mean(metric) is not None for metric in scores)]
+    """The cluster sets that have a linear top-1 score, as the points of the rank correlations and the figure: each
+    set's statistics (`clusters`: its spec) with the seed means of every score of the protocol family it has."""
+    return [{**stats, "clusters": summary.clusters,
+             **{metric: summary.mean(metric) for metric in SCORES if summary.mean(metric) is not None}}
+            for stats, summary in measured if summary.mean("linear_top1") is not None]
 
 
 def analyze(user: UserConfig, extra: list[str], seeds: list[int], out: Path) -> tuple[str, list[str]]:
@@ -100,10 +114,14 @@ def analyze(user: UserConfig, extra: list[str], seeds: list[int], out: Path) -> 
                              for stats, s in measured])]
     scored = points(measured)
     lines.append("")
-    for metric, label in (("linear_top1", "linear"), ("knn_top1", "kNN")):
-        parts = [f"{name} {rho:+.2f}" for name, rho in correlations(scored, metric).items()]
-        lines.append(f"Spearman rank correlation with {label} top-1 over {len(scored)} cluster sets (95% Fisher-z "
-                     f"interval; 'A given B': B partialled out): {', '.join(parts)}")
+    found = family_correlations(scored)
+    for protocol in dict.fromkeys(p for by_protocol in found.values() for p in by_protocol):
+        parts = [f"{name} {by_protocol[protocol][0]:+.2f}" for name, by_protocol in found.items()]
+        lines.append(f"Spearman rank correlation with {FAMILY[protocol].label} top-1 over {len(scored)} cluster sets "
+                     f"(95% Fisher-z interval; 'A given B': B partialled out): {', '.join(parts)}")
+    for name, by_protocol in found.items():
+        said = {protocol: verdict_ for protocol, (_, verdict_) in by_protocol.items()}
+        lines.append(f"{name}: {said['linear']} on the deciding linear probe, {robustness(said)}")
     lines.append("(the paper: positive for I(Z;T), negative for H(Z|T))")
     lines += [f"FAILED: {failure}" for failure in failures]
     report = "\n".join(lines)

@@ -69,7 +69,7 @@ def claims(user: UserConfig, rule: SeedRule, first: int, out: Path) -> tuple[str
                                             "claims")
     found, failed = train_runs(user, [(entry, group) for entries, group in fixed for entry in entries], out, "claims")
     results, failures = results + found, failures + failed
-    by_entry = {result.entry: result for result in results}
+    by_entry = {result.entry: result for result in results if result.finals}  # diverged runs: in `failures`
     raw = raw_pixel_rows(base, out)
     curves = {entry: {seed: run_curve(out / entry.folder / f"seed{seed}") for seed in result.finals}
               for entry, result in by_entry.items()}

@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from selfsup_clusters.analyze import MEASURES, correlations, points
+from selfsup_clusters.analyze import MEASURES, correlations, family_correlations, points
 from selfsup_clusters.analyze import plot as plot_correlations
 from selfsup_clusters.curve import (
     CURVE_COLUMNS,
@@ -21,10 +21,12 @@ from selfsup_clusters.curve import (
     crossing,
     difference_curve,
     margin_curve,
+    mark_robustness,
     plot_curve,
     settles,
 )
-from selfsup_clusters.intervals import DECIDED, Interval, SeedRule, paired_difference, t_interval, verdict
+from selfsup_clusters.intervals import DECIDED, Interval, SeedRule, paired_difference, t_interval
+from selfsup_clusters.protocols import DEPENDENT, FAMILY, ROBUST, robustness
 from selfsup_clusters.report import budget_line, cell, plot
 from selfsup_clusters.suite import Entry, Result, Summary, summarise
 from selfsup_clusters.tables import flatten, markdown_table, write_csv
@@ -75,7 +77,7 @@ def report(plan: Plan, base: Config, rule: SeedRule, level_seeds: list[int], by_
     lines, table = lines + section, table + rows
     panels = curve_points(plan, curves, raw, rule)
     lines += curve_section(plan, panels, curves) + ["## Every run", "", *runs_lines(by_entry, raw, curves), ""]
-    lines += [f"FAILED: {failure}" for failure in failures]
+    lines += [f"FAILED: {failure}" for failure in failures]  # "... DIVERGED: ..." for a run that diverged
     write_outputs(out, lines, table, panels,
                   [summarise(result) for result in by_entry.values()] + [Summary.reference(r) for r in raw])
     return "\n".join(lines)
@@ -102,23 +104,27 @@ def machine_line(results: list[Result]) -> str:
 
 def comparison_section(claim: str, plan: Plan, by_entry: dict[Entry, Result], raw: list[dict], out: Path,
                        rule: SeedRule) -> tuple[list[str], list[dict]]:
-    """The claim's paired differences at the full budget (at `rule`'s level, with the seeds each spent); its figure
-    with raw pixels' level drawn across; C2 and K with the clusterings' diagnostics beside."""
+    """The claim's paired differences at the full budget under every protocol of the family (at `rule`'s level,
+    with the seeds each spent), the deciding one's verdict and how it holds across the others; its figure with raw
+    pixels' level drawn across; C2 and K with the clusterings' diagnostics beside."""
     cells, rows, verdicts = [], [], []
     compared = [c for c in plan.comparisons if c.claim == claim]
     for c in compared:
         name = f"{c.role}: {c.name}" if c.role else c.name
         if c.better not in by_entry or c.worse not in by_entry:
-            cells.append([name, "-", "a run failed", "-", "not measured"])
-            verdicts.append("not measured")
+            cells.append([name, "-", "a run failed or diverged (below)", "-", "not measured", "-"])
+            verdicts.append(("not measured", ROBUST))
             continue
-        for metric, label in METRICS:
-            diff, said = rule.read(by_entry[c.better].values(metric), by_entry[c.worse].values(metric))
-            verdicts += [said] if metric == "linear_top1" else []
-            cells.append([name, label, f"{diff:+.4f}", diff.n, said])
-            rows.append(csv_row(claim, c.name, label, diff, said))
+        found = family_differences(by_entry[c.better], by_entry[c.worse], rule)
+        robust = robustness({protocol: said for protocol, (_, said) in found.items()})
+        verdicts.append((found["linear"][1] if "linear" in found else "not measured", robust))
+        for protocol, (diff, said) in found.items():
+            label = FAMILY[protocol].label
+            cells.append([name, label, f"{diff:+.4f}", diff.n, said, robust if protocol == "linear" else ""])
+            rows.append(csv_row(claim, c.name, label, diff, said, robust))
     kind = "repeated 95% interval" if rule.sequential else "95% interval"
-    lines = [markdown_table(["comparison", "metric", f"paired difference [{kind}]", "seeds spent", "verdict"], cells)]
+    lines = [markdown_table(["comparison", "protocol", f"paired difference [{kind}]", "seeds spent", "verdict",
+                             "across the protocols"], cells)]
     shown = list(dict.fromkeys([e for c in compared for e in (c.better, c.worse)]
                                + ([plan.supervised] if claim == "C1" else [])))
     if claim == "C1" and plan.supervised in by_entry:
@@ -130,8 +136,28 @@ def comparison_section(claim: str, plan: Plan, by_entry: dict[Entry, Result], ra
     if any(e in by_entry for e in shown):
         plot([summarise(by_entry[e]) for e in shown if e in by_entry], out / f"claims_{claim.lower()}.png",
              reference=raw[0] if raw else None)
-    head = [f"## {claim}: {STATEMENTS[claim]}", "", f"**Verdict: {combine(verdicts)}**", ""]
+    head = [f"## {claim}: {STATEMENTS[claim]}", "", f"**Verdict: {claim_verdict(verdicts)}**", ""]
     return head + lines + [""], rows
+
+
+def family_differences(better: Result, worse: Result, rule: SeedRule) -> dict[str, tuple[Interval, str]]:
+    """Each protocol's paired difference better - worse at `rule`'s level with its verdict, for the protocols
+    both runs were scored with (protocols.FAMILY order: the deciding one first)."""
+    found = {}
+    for protocol in FAMILY.values():
+        a, b = better.values(protocol.metric), worse.values(protocol.metric)
+        if set(a) & set(b):
+            found[protocol.name] = rule.read(a, b)
+    return found
+
+
+def claim_verdict(verdicts: list[tuple[str, str]]) -> str:
+    """The claim's verdict on the deciding protocol (`combine`), with whether every comparison holds across the
+    protocol family."""
+    said = combine([deciding for deciding, _ in verdicts])
+    dependent = [robust for _, robust in verdicts if robust != ROBUST]
+    return f"{said}, {ROBUST}" if not dependent else f"{said}, {DEPENDENT} ({len(dependent)} of {len(verdicts)} " \
+        "comparisons)"
 
 
 def diagnostics_lines(plan: Plan, by_entry: dict[Entry, Result], out: Path) -> list[str]:
@@ -181,39 +207,44 @@ def correlation_section(plan: Plan, by_entry: dict[Entry, Result], raw: list[dic
                               f"{stats['H_Z_given_T']:.3f}", cell(s.get("linear_top1")), cell(s.get("knn_top1")),
                               s.seeds] for stats, s in measured]), ""]
     scored, cells, csv_rows, verdicts = points(measured), [], [], []
-    for metric, metric_label in METRICS:
-        found = correlations(scored, metric)
-        if metric == "linear_top1":
-            plot_correlations(scored, found, out / "claims_c4.png", raw[0]["linear_top1"] if raw else None)
-        for name, rho in found.items():
-            sign = SIGNS[name.split(" given ")[0]]
-            said = verdict(rho, sign)
-            verdicts += [said] if metric == "linear_top1" and name in DECIDING else []
-            cells.append([name, metric_label, f"{rho:+.2f}", "positive" if sign > 0 else "negative", said])
-            csv_rows.append(csv_row("C4", f"Spearman {name}", metric_label, rho, said))
-    lines += [markdown_table(["measure", "metric", "Spearman rho [95% Fisher-z interval over the cluster sets]",
-                              "expected", "verdict"], cells)]
+    found = family_correlations(scored)
+    if scored:
+        plot_correlations(scored, correlations(scored, "linear_top1"), out / "claims_c4.png",
+                          raw[0]["linear_top1"] if raw else None)
+    for name, by_protocol in found.items():
+        sign = SIGNS[name.split(" given ")[0]]
+        robust = robustness({protocol: said for protocol, (_, said) in by_protocol.items()})
+        verdicts += [(by_protocol["linear"][1], robust)] if name in DECIDING else []
+        for protocol, (rho, said) in by_protocol.items():
+            label = FAMILY[protocol].label
+            cells.append([name, label, f"{rho:+.2f}", "positive" if sign > 0 else "negative", said,
+                          robust if protocol == "linear" else ""])
+            csv_rows.append(csv_row("C4", f"Spearman {name}", label, rho, said, robust))
+    lines += [markdown_table(["measure", "protocol", "Spearman rho [95% Fisher-z interval over the cluster sets]",
+                              "expected", "verdict", "across the protocols"], cells)]
     lines += ["", f"Cluster sets: {len(measured)}; rho over the seed means of each set; 'A given B': B partialled "
               f"out. The verdict reads the partial correlations ({' and '.join(DECIDING)}) on linear top-1."]
-    head = [f"## C4: {STATEMENTS['C4']}", "", f"**Verdict: {combine(verdicts)}**", ""]
+    head = [f"## C4: {STATEMENTS['C4']}", "", f"**Verdict: {claim_verdict(verdicts)}**", ""]
     return head + lines + [""], csv_rows
 
 
 def curve_points(plan: Plan, curves: dict[Entry, SeedCurves], raw: list[dict],
                  rule: SeedRule) -> dict[str, list[CurvePoint]]:
-    """Every curve, by panel: C1-C3's and K's paired differences (at `rule`'s level), C4's partial correlations,
-    each run against raw pixels."""
+    """Every curve, by panel: C1-C3's and K's paired differences under every protocol of the family (at `rule`'s
+    level; the deciding protocol's points marked with their robustness), C4's partial correlations, each run
+    against raw pixels."""
     panels: dict[str, list[CurvePoint]] = {}
     for c in plan.comparisons:
         if c.better in curves and c.worse in curves:
-            for metric, _ in METRICS:
-                panels.setdefault(c.claim, []).extend(
-                    difference_curve(c.claim, c.name, curves[c.better], curves[c.worse], metric, rule=rule))
+            for protocol in FAMILY.values():
+                panels.setdefault(c.claim, []).extend(difference_curve(
+                    c.claim, c.name, curves[c.better], curves[c.worse], protocol.metric, rule=rule))
     sets = {spec: curves[plan.level_entry(spec)] for spec, _ in plan.levels if plan.level_entry(spec) in curves}
     level_statistics = dict(plan.levels)
-    panels["C4"] = [p for metric, _ in METRICS
-                    for p in correlation_curve(sets, level_statistics, metric, correlations, SIGNS)
+    panels["C4"] = [p for protocol in FAMILY.values()
+                    for p in correlation_curve(sets, level_statistics, protocol.metric, correlations, SIGNS)
                     if p.comparison.removeprefix("Spearman ") in DECIDING]
+    panels = {panel: mark_robustness(found) for panel, found in panels.items()}
     if raw:
         panels["each run - raw pixels"] = [p for e in plan.main_entries() if e in curves for metric, _ in METRICS
                                            for p in margin_curve(e.name, curves[e], raw[0][metric], metric)]
@@ -221,14 +252,18 @@ def curve_points(plan: Plan, curves: dict[Entry, SeedCurves], raw: list[dict],
 
 
 def curve_section(plan: Plan, panels: dict[str, list[CurvePoint]], curves: dict[Entry, SeedCurves]) -> list[str]:
+    labels = {**dict(METRICS), **{protocol.metric: protocol.label for protocol in FAMILY.values()}}
     cells = []
     for panel, found in panels.items():
         for comparison, metric in dict.fromkeys((p.comparison, p.metric) for p in found):
-            said = settles([p for p in found if p.comparison == comparison and p.metric == metric])
-            cells.append([panel, comparison, dict(METRICS)[metric], said])
+            line = [p for p in found if p.comparison == comparison and p.metric == metric]
+            last = max(line, key=lambda p: p.samples).robustness if line else ""
+            cells.append([panel, comparison, labels[metric], settles(line), last or "-"])
     lines = ["## Along the budget", "", "From which budget (samples seen per run) each verdict stays what it is at the "
-             "full budget ([curve.csv](curve.csv), [claims_curve.png](claims_curve.png)):", "",
-             markdown_table(["claim", "comparison", "metric", "verdict along the budget"], cells)]
+             "full budget ([curve.csv](curve.csv), [claims_curve.png](claims_curve.png); curve.csv has the "
+             "robustness at every budget):", "",
+             markdown_table(["claim", "comparison", "protocol", "verdict along the budget",
+                             "across the protocols (full budget)"], cells)]
     return lines + [""] + shortcut_lines(plan, curves) + [""]
 
 
@@ -290,8 +325,8 @@ def margin(result: Result, reference: float, metric: str) -> Interval:
 def write_outputs(out: Path, report: list[str], table: list[dict], panels: dict[str, list[CurvePoint]],
                   runs: list[Summary]) -> None:
     (out / "claims.md").write_text("\n".join(report) + "\n")
-    write_csv(out / "claims.csv", ["claim", "comparison", "metric", "difference", "low", "high", "n", "verdict"],
-              table)
+    write_csv(out / "claims.csv", ["claim", "comparison", "metric", "difference", "low", "high", "n", "verdict",
+                                    "robustness"], table)
     write_csv(out / "curve.csv", list(CURVE_COLUMNS), [p.row() for found in panels.values() for p in found])
     write_csv(out / "claims_runs.csv", list(RUN_COLUMNS),
               [{column: row.get(key, "") for column, key in RUN_COLUMNS.items()}
@@ -311,6 +346,6 @@ def combine(verdicts: list[str]) -> str:
     return "agrees in part, equivalent in part" if set(verdicts) <= set(DECIDED) else "inconclusive"
 
 
-def csv_row(claim: str, name: str, metric: str, diff: Interval, said: str) -> dict:
+def csv_row(claim: str, name: str, metric: str, diff: Interval, said: str, robust: str = "") -> dict:
     return {"claim": claim, "comparison": name, "metric": metric, "difference": diff.mean, "low": diff.low,
-            "high": diff.high, "n": diff.n, "verdict": said}
+            "high": diff.high, "n": diff.n, "verdict": said, "robustness": robust}

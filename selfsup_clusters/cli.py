@@ -9,7 +9,7 @@ import sys
 
 from selfsup_clusters import commands
 from selfsup_clusters.clusters.spec import SPEC_HELP
-from selfsup_clusters.errors import Interrupted, UserError
+from selfsup_clusters.errors import DIVERGED, Diverged, Interrupted, UserError
 from selfsup_clusters.stopping import STOPPED
 
 
@@ -118,6 +118,25 @@ def data_options(parser: argparse.ArgumentParser, dataset: str | None = None,
 
 def clusters_options(clusters: argparse.ArgumentParser) -> None:
     data_options(clusters)
+    clusters.add_argument("--run", metavar="DIR", help="a run folder: its clusters (RUN/clusters/epochNNNN.npz) "
+                                                       "instead of the dataset's auxiliary levels")
+    clusters.add_argument("--epoch", type=int, metavar="N", help="with --run: the clusters epoch N trained with "
+                                                                 "(default: the latest)")
+    clusters.add_argument("--out", metavar="FILE.png", help="with --run: draw the cluster gallery into FILE.png")
+
+
+def rescore_options(rescore: argparse.ArgumentParser) -> None:
+    rescore.add_argument("folder", metavar="DIR", help="a finished run, or a folder of them (a compare, claims, "
+                                                        "tune or analyze --out)")
+    rescore.add_argument("overrides", nargs="*", metavar="key=value",
+                         help="eval.* settings, e.g. eval.probe_l2=[1e-4,1e-3,1e-2] eval.protocols=[knn20]")
+
+
+def cmd_rescore(args: argparse.Namespace) -> int:
+    """commands.rescore, then the command that wrote the folder's tables run again (it trains nothing: every run
+    is finished), so they are rewritten from the new scores."""
+    replay = commands.rescore(args)
+    return main(replay) if replay else 0
 
 
 def bench_options(bench: argparse.ArgumentParser) -> None:
@@ -160,7 +179,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     first, _ = parser.parse_known_args(argv)  # which sub-command (and -h, or a missing one, as usual)
     position = argv.index(first.command)
     args = first.command_parsers[first.command].parse_intermixed_args(argv[position + 1:])
-    args.command = first.command
+    args.command, args.argv = first.command, argv
     return args
 
 
@@ -194,8 +213,11 @@ COMMANDS = {  # name: (help line, its options, what it runs: commands.py), in th
                commands.cmd_export),
     "embed": ("backbone features of a dataset split to .npy, or .npz with labels and indices", embed_options,
               commands.cmd_embed),
-    "clusters": ("print cluster statistics (H, I, NMI, AMI) of every auxiliary level", clusters_options,
+    "clusters": ("print cluster statistics (H, I, NMI, AMI) of every auxiliary level; --run DIR: a run's "
+                 "clusters, --out FILE.png: their gallery", clusters_options,
                  commands.cmd_clusters),
+    "rescore": ("score finished runs again under the evaluation protocol family, no training; rewrite their tables",
+                rescore_options, cmd_rescore),
     "bench": ("measure training images/s, MFU, k-means and kNN time on this machine", bench_options,
               commands.cmd_bench),
     "cache": ("decode an image folder or CSV table once into the cache training reads (data.cache; built on first "
@@ -210,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as e:  # stopped by a signal, saved: "resumable", not a failure (stopping.STOPPED)
         print(f"selfsup-clusters: {e}", file=sys.stderr)
         return STOPPED
+    except Diverged as e:  # a non-finite loss: not a bad input nor a crash (errors.DIVERGED)
+        print(f"selfsup-clusters: error: {e}", file=sys.stderr)
+        return DIVERGED
     except UserError as e:
         print(f"selfsup-clusters: error: {e}", file=sys.stderr)
         return 2

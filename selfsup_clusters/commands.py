@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from selfsup_clusters.errors import UserError
@@ -30,17 +31,22 @@ def shared_runs(args: argparse.Namespace, default_seeds: str = "1"):
     """What every run of `compare` / `analyze` / `claims` / `tune` starts from (each run then gets its method's
     recipe, its own folder under --out, its seed), the seed rule (--seeds N: seeds --seed ... --seed+N-1; --seeds
     MIN..MAX: until decided; without --seeds `default_seeds`) and the first seed."""
-    from selfsup_clusters.intervals import SeedRule
     from selfsup_clusters.recipes import UserConfig
 
     writable_folder(args.out)
     user = UserConfig(args.config, tuple(o for o in config_overrides(args) if not o.startswith("out=")))
     base = user.load()
+    return user, seed_rule(args.seeds or default_seeds, base.claims.margin), base.seed
+
+
+def seed_rule(text: str, margin: float):
+    """--seeds as a SeedRule; anything else one UserError."""
+    from selfsup_clusters.intervals import SeedRule
+
     try:
-        rule = SeedRule.parse(args.seeds or default_seeds, base.claims.margin)
+        return SeedRule.parse(text, margin)
     except ValueError as e:
         raise UserError(f"--{e}") from None
-    return user, rule, base.seed
 
 
 def fixed_seeds(rule, first: int, command: str) -> list[int]:
@@ -112,10 +118,48 @@ def run_suite(args: argparse.Namespace, train_runs, outputs: str, default_seeds:
     it is refused), then its report; exit status 1 when some run failed. `train_runs(user, rule, first, out)`."""
     user, rule, first = shared_runs(args, default_seeds)
     with hold_folder(args.out):
+        remember_command(args)
         report, failures = train_runs(user, rule, first, Path(args.out))
     print(report)
     print(f"written to {args.out}/{outputs}")
     return 1 if failures else 0
+
+
+COMMAND_FILE = "command.json"  # a suite folder's command line, which `rescore` runs again to rewrite its tables
+
+
+def remember_command(args: argparse.Namespace) -> None:
+    from selfsup_clusters.files import atomic_write
+
+    record = {"argv": list(getattr(args, "argv", None) or []), "cwd": os.getcwd()}
+    if record["argv"]:
+        atomic_write(Path(args.out) / COMMAND_FILE, lambda f: f.write((json.dumps(record) + "\n").encode()))
+
+
+def rescore(args: argparse.Namespace) -> list[str] | None:
+    """`rescore DIR`: every finished run under DIR (DIR itself or its run folders) scored again under the protocol
+    family from its final checkpoint (run_eval.rescore_run); the command line that wrote DIR's tables, when DIR is
+    a suite folder that recorded one, for cli.py to run again (from its working folder)."""
+    from selfsup_clusters.run_eval import rescore_run
+
+    folder = Path(args.folder)
+    runs = sorted(path.parent for path in folder.rglob("final.json")) if folder.is_dir() else []
+    if not runs:
+        raise UserError(f"{folder} holds no finished run (no final.json in it or below it); give a run folder or "
+                        "the --out of compare, claims, tune or analyze")
+    with hold_folder(folder, "DIR"):
+        for run_dir in runs:
+            final = rescore_run(run_dir, list(args.overrides))
+            scores = "  ".join(f"{key} {value:.4g}" for key, value in final.items()
+                               if key.endswith("_top1") or key == "linear_l2")
+            print(f"[rescore] {run_dir}: {scores}", flush=True)
+    recorded = folder / COMMAND_FILE
+    if not recorded.exists():
+        return None
+    record = json.loads(recorded.read_text())
+    print(f"[rescore] rewriting the tables: selfsup-clusters {' '.join(record['argv'])}", flush=True)
+    os.chdir(record["cwd"])
+    return record["argv"]
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -149,7 +193,8 @@ def cmd_claims(args: argparse.Namespace) -> int:
     from selfsup_clusters.claims import budget_config, claims
     from selfsup_clusters.recipes import UserConfig
 
-    args.config = args.config or budget_config(args.budget)
+    budget = budget_config(args.budget)  # checked with --config too: a typo never starts the runs of another budget
+    args.config = args.config or budget
     budget_seeds = UserConfig(args.config, tuple(config_overrides(args))).load().claims.seeds
     return run_suite(args, claims, "claims.md, claims.csv, claims_c1.png ... claims_c4.png", budget_seeds)
 
@@ -197,6 +242,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_clusters(args: argparse.Namespace) -> int:
+    if args.run is not None:  # a run's own clusters (cluster_views.py)
+        from selfsup_clusters.cluster_views import clusters_command
+
+        return clusters_command(args.run, args.epoch, args.out, list(args.overrides))
+    if args.epoch is not None or args.out is not None:
+        raise UserError("--epoch and --out draw a run's clusters: add --run DIR")
     from selfsup_clusters.clusters import statistics_table
     from selfsup_clusters.data import load_dataset
     from selfsup_clusters.recipes import load_config

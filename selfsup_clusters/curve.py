@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from selfsup_clusters.intervals import INCONCLUSIVE, Interval, SeedRule, paired_difference, t_interval, verdict
+from selfsup_clusters.protocols import DECIDING, FAMILY, robustness
 
-CURVE_COLUMNS = ("claim", "comparison", "metric", "samples_seen", "value", "low", "high", "n", "verdict")
+CURVE_COLUMNS = ("claim", "comparison", "metric", "samples_seen", "value", "low", "high", "n", "verdict",
+                 "robustness")
 # {seed: {samples seen: {"linear_top1": ..., "knn_top1": ..., "epoch": ...}}}
 SeedCurves = dict[int, dict[int, dict]]
 
@@ -35,10 +37,11 @@ class CurvePoint:
     samples: int
     interval: Interval
     verdict: str
+    robustness: str = ""  # how the deciding protocol's verdict at this budget holds across the family
 
     def row(self) -> dict:
         values = (self.claim, self.comparison, self.metric, self.samples, self.interval.mean, self.interval.low,
-                  self.interval.high, self.interval.n, self.verdict)
+                  self.interval.high, self.interval.n, self.verdict, self.robustness)
         return dict(zip(CURVE_COLUMNS, values, strict=True))
 
 
@@ -59,8 +62,10 @@ def budgets(*curves: SeedCurves) -> list[int]:
 
 
 def at_budget(curve: SeedCurves, samples: int, metric: str) -> dict[int, float]:
-    """{seed: metric} at one budget."""
-    return {seed: points[samples][metric] for seed, points in curve.items() if samples in points}
+    """{seed: metric} at one budget (seeds whose record there has it: runs scored before a protocol existed lack
+    it)."""
+    return {seed: points[samples][metric] for seed, points in curve.items()
+            if samples in points and metric in points[samples]}
 
 
 def difference_curve(claim: str, comparison: str, better: SeedCurves, worse: SeedCurves, metric: str,
@@ -70,6 +75,8 @@ def difference_curve(claim: str, comparison: str, better: SeedCurves, worse: See
     points = []
     for samples in budgets(better, worse):
         a, b = at_budget(better, samples, metric), at_budget(worse, samples, metric)
+        if not set(a) & set(b):
+            continue
         diff, said = rule.read(a, b, sign) if rule else (paired_difference(a, b), None)
         points.append(CurvePoint(claim, comparison, metric, samples, diff, said or verdict(diff, sign)))
     return points
@@ -79,7 +86,10 @@ def margin_curve(name: str, curve: SeedCurves, reference: float, metric: str) ->
     """A run's mean minus a fixed reference (raw pixels) at each budget, with the t-interval over seeds."""
     points = []
     for samples in budgets(curve):
-        margin = t_interval(list(at_budget(curve, samples, metric).values())).shifted(-reference)
+        values = list(at_budget(curve, samples, metric).values())
+        if not values:
+            continue
+        margin = t_interval(values).shifted(-reference)
         points.append(CurvePoint("raw pixels", f"{name} - raw pixels", metric, samples, margin, verdict(margin, +1)))
     return points
 
@@ -90,12 +100,26 @@ def correlation_curve(sets: dict[str, SeedCurves], statistics: dict[str, dict], 
     """C4 at each budget every cluster set reached: `correlate(rows, metric)` over the sets' seed means."""
     points = []
     for samples in budgets(*sets.values()):
-        rows = [{**statistics[spec], metric: float(sum(values) / len(values))}
-                for spec, curve in sets.items() for values in [list(at_budget(curve, samples, metric).values())]]
+        means = {spec: list(at_budget(curve, samples, metric).values()) for spec, curve in sets.items()}
+        if not all(means.values()):
+            continue
+        rows = [{**statistics[spec], metric: float(sum(values) / len(values))} for spec, values in means.items()]
         for name, rho in correlate(rows, metric).items():
             sign = signs[name.split(" given ")[0]]
             points.append(CurvePoint("C4", f"Spearman {name}", metric, samples, rho, verdict(rho, sign)))
     return points
+
+
+def mark_robustness(points: list[CurvePoint]) -> list[CurvePoint]:
+    """The points, each of the deciding protocol's with how its verdict holds across the family's points of the
+    same comparison at the same budget (protocols.robustness)."""
+    protocol_of = {protocol.metric: protocol.name for protocol in FAMILY.values()}
+    said: dict[tuple, dict[str, str]] = {}
+    for p in points:
+        if p.metric in protocol_of:
+            said.setdefault((p.claim, p.comparison, p.samples), {})[protocol_of[p.metric]] = p.verdict
+    return [replace(p, robustness=robustness(said[(p.claim, p.comparison, p.samples)]))
+            if protocol_of.get(p.metric) == DECIDING else p for p in points]
 
 
 def crossing(points: list[CurvePoint]) -> float | None:

@@ -14,3 +14,11 @@ def first_line(error: BaseException, limit: int = 200) -> str:
 class Interrupted(UserError):
     """A training stopped by SIGTERM or SIGINT after saving (stopping.py): the command exits with
     stopping.STOPPED, "resumable"; callers running several trainings stop too."""
+
+
+DIVERGED = 3  # the exit status of a run stopped by a non-finite loss: distinct from a crash (1) and a bad input (2)
+
+
+class Diverged(UserError):
+    """A non-finite loss stopped the run (trainer.py): its last good checkpoint is kept and RUN_DIR/diverged.json
+    says where it stopped; the command exits with DIVERGED."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from selfsup_clusters.clusters.spec import parse_spec
 from selfsup_clusters.config import Config, read_config
-from selfsup_clusters.methods import METHODS
+from selfsup_clusters.methods import METHODS, method_class
 
 
 def recipe(method: str) -> dict:
@@ -21,8 +22,12 @@ def recipe(method: str) -> dict:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """The run's config: typed defaults <- the method's recipe <- YAML file (default: configs/fashion_mnist.yaml)
-    <- `key=value` overrides, validated."""
-    return read_config(path, overrides, recipe)
+    <- `key=value` overrides, validated; the method's name and the clusters spec too, here, so that every command
+    and flag that loads a config (`--print-config` as much as `train`) refuses a typo the same way."""
+    cfg = read_config(path, overrides, recipe)
+    method_class(cfg.method)
+    parse_spec(cfg.clusters.spec)
+    return cfg
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from selfsup_clusters.intervals import AGREES, DISAGREES, Interval, SeedRule, verdict
+from selfsup_clusters.protocols import FAMILY, robustness
 from selfsup_clusters.tables import markdown_table, write_csv
 
 if TYPE_CHECKING:
@@ -38,24 +39,54 @@ def budget_line(cfg: Config, seeds: list[int], rule: SeedRule | None = None) -> 
     return (f"{cfg.data.name}, {subset}{split}, {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.model.backbone}, "
             f"precision {cfg.precision}; seeds {', '.join(map(str, seeds))}; each method at its own recipe "
             "(`selfsup-clusters methods`); 95% t-intervals over seeds" + ("" if len(seeds) > 1 else
-                                                                          " (one seed: no intervals)") + sequential)
+                                                                          " (one seed: no intervals)") + sequential
+            + "; " + protocol_line(cfg))
+
+
+def protocol_line(cfg: Config) -> str:
+    """The evaluation protocol a verdict is read under, and the family it is checked against."""
+    grid = ", ".join(f"{value:g}" for value in sorted(cfg.eval.probe_l2))
+    others = ", ".join(FAMILY[name].label for name in cfg.eval.protocols if name in FAMILY)
+    return (f"linear probe with its L2 penalty chosen per representation from {{{grid}}} on a split of its own "
+            f"training features (never the test set); each verdict checked against {others or 'nothing else'} "
+            f"(fixed L2 {cfg.eval.probe_fixed_l2:g}, kNN T={cfg.eval.knn_t:g})")
 
 
 COMPARED = {AGREES: "higher", DISAGREES: "lower"}  # compare's words for a row's verdict against the first row
 
 
 def results_table(rows: list[Summary], cfg: Config) -> str:
-    """results.md's table: per row linear and kNN top-1, the paired differences to the first row with the linear
-    one's verdict (higher, lower, equivalent within claims.margin, inconclusive), NMI and times."""
+    """results.md's table: per row linear top-1 (the penalty chosen per representation, each seed's) and kNN top-1,
+    the paired differences to the first row with the linear one's verdict (higher, lower, equivalent within
+    claims.margin, inconclusive) and how it holds across the protocol family, NMI and times. results.csv has every
+    protocol's scores and differences."""
     first = rows[0].name if rows else ""
-    columns = ["method", "linear top-1", f"kNN top-1 (k={cfg.eval.knn_k}, T={cfg.eval.knn_t})",
-               f"linear - {first} (paired)", f"vs {first} (linear)", f"kNN - {first} (paired)", "NMI",
-               "run time (s)", "of which evaluation (s)", "seeds"]
+    columns = ["method", "linear top-1", "probe L2 chosen", f"kNN top-1 (k={cfg.eval.knn_k}, T={cfg.eval.knn_t})",
+               f"linear - {first} (paired)", f"vs {first} (linear)", "across the protocols",
+               f"kNN - {first} (paired)", "NMI", "run time (s)", "of which evaluation (s)", "seeds"]
     return markdown_table(columns, [
-        [row.name, cell(row.get("linear_top1")), cell(row.get("knn_top1")),
-         cell(row.differences.get("linear_top1"), "+.4f"), compared(row, cfg.claims.margin),
+        [row.name, linear_cell(row), row.penalties or cell(row.values.get("linear_l2"), "g"),
+         cell(row.get("knn_top1")), cell(row.differences.get("linear_top1"), "+.4f"),
+         compared(row, cfg.claims.margin), robust_cell(row, cfg.claims.margin),
          cell(row.differences.get("knn_top1"), "+.4f"), cell(row.get("nmi"), ".3f"),
-         cell(row.get("train_time_s"), ".0f"), cell(row.get("eval_time_s"), ".0f"), row.seeds] for row in rows])
+         cell(row.get("train_time_s"), ".0f"), cell(row.get("eval_time_s"), ".0f"), seeds_cell(row)]
+        for row in rows])
+
+
+def linear_cell(row: Summary) -> str:
+    """Linear top-1, or "diverged" for a row none of whose runs finished because they diverged."""
+    return "diverged" if row.diverged and not row.seeds else cell(row.get("linear_top1"))
+
+
+def seeds_cell(row: Summary) -> str:
+    """The seeds a row's numbers rest on, and those whose run diverged (left out of every interval)."""
+    return f"{row.seeds}" + (f" (diverged: seed {', '.join(map(str, row.diverged))})" if row.diverged else "")
+
+
+def family_verdicts(differences: dict[str, Interval], margin: float, sign: int = +1) -> dict[str, str]:
+    """Each protocol's verdict on its paired difference (those the runs were scored with)."""
+    return {protocol.name: verdict(differences[protocol.metric], sign, margin) for protocol in FAMILY.values()
+            if protocol.metric in differences}
 
 
 def compared(row: Summary, margin: float) -> str:
@@ -64,6 +95,12 @@ def compared(row: Summary, margin: float) -> str:
         return "-"
     said = verdict(difference, +1, margin)
     return COMPARED.get(said, said)
+
+
+def robust_cell(row: Summary, margin: float) -> str:
+    """Whether the row's verdict against the first row holds across the protocol family (protocols.robustness)."""
+    said = family_verdicts(row.differences, margin)
+    return robustness(said, COMPARED) if "linear" in said else "-"
 
 
 def write_results(rows: list[Summary], out: Path, cfg: Config, seeds: list[int], failures: list[str],

@@ -15,9 +15,15 @@ import torch
 from omegaconf import OmegaConf
 
 from selfsup_clusters import distributed
-from selfsup_clusters.checkpoint import load_checkpoint
-from selfsup_clusters.clusters import Assignments, ClusterSource, KMeansOptions, build_cluster_source
-from selfsup_clusters.config import Config, merge_overrides, to_yaml, validate
+from selfsup_clusters.checkpoint import load_checkpoint, mismatch
+from selfsup_clusters.clusters import (
+    Assignments,
+    ClusterSource,
+    KMeansOptions,
+    build_cluster_source,
+    refuse_uninformative,
+)
+from selfsup_clusters.config import Config, merge_overrides, to_dict, to_yaml, validate
 from selfsup_clusters.data import ImageDataset, load_dataset
 from selfsup_clusters.data.augment import BatchAugment
 from selfsup_clusters.data.loader import Batches, make_batches
@@ -26,6 +32,7 @@ from selfsup_clusters.files import writable_folder
 from selfsup_clusters.memory import MemoryBank
 from selfsup_clusters.method import Method
 from selfsup_clusters.methods import build_method, method_class
+from selfsup_clusters.run_identity import check_identity, new_run_id, write_config_file
 
 
 def resolve_device(name: str) -> torch.device:
@@ -137,6 +144,7 @@ class Run:
     resumed_progress: EpochProgress | None = None  # the epoch a step checkpoint stopped in (resume goes on in it)
     cluster_stats: dict[str, dict] = field(default_factory=dict)  # each clustering's statistics, by name
     started: float = 0.0  # perf_counter when this process began training (train_time_s counts on from there)
+    run_id: str = ""  # in config.yaml, final.json and every checkpoint (run_identity.py)
 
 
 def config_from_checkpoint(checkpoint: dict, overrides: list[str] | None = None) -> Config:
@@ -208,7 +216,9 @@ def setup(cfg: Config, out_dir: Path | None = None, data: ImageDataset | None = 
     if (out_dir / "checkpoints" / "last.pt").exists():
         raise UserError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or pick another --out")
     preflight(cfg)
-    return start(build_run(cfg, out_dir, data))
+    run = build_run(cfg, out_dir, data)
+    run.run_id = new_run_id()
+    return start(run)
 
 
 def setup_resumed(run_dir: str | Path) -> Run:
@@ -216,12 +226,14 @@ def setup_resumed(run_dir: str | Path) -> Run:
     refused before any data loads."""
     out_dir = Path(run_dir)
     checkpoint = load_checkpoint(out_dir / "checkpoints" / "last.pt")
+    run_id = check_identity(out_dir, checkpoint)
     cfg = config_from_checkpoint(checkpoint)
     if epochs_done(checkpoint) >= cfg.epochs:
         raise UserError(f"{out_dir} already finished its {cfg.epochs} epochs; its results are in final.json")
     preflight(cfg)
     run = build_run(cfg, out_dir, None)
     restore(run, checkpoint)
+    run.run_id = run_id or new_run_id()  # a checkpoint from before run ids gets one now
     return start(run)
 
 
@@ -235,6 +247,7 @@ def build_run(cfg: Config, out_dir: Path, data: ImageDataset | None) -> Run:
         # fell from ~960 to 750-850 images/s after epoch 1, and kept ~1,000 with flushing; losses were unchanged.
         torch.set_flush_denormal(True)
     data, augment, batches, cluster_source, method = build_parts(cfg, data, device)
+    refuse_uninformative(cluster_source, data.auxiliary)  # training only: evaluating a trained run needs no check
     if method_class(cfg.method).needs_labels and not data.train.fully_labelled:
         raise UserError(f"method {cfg.method!r} needs a label for every training image; this data has unlabelled "
                         "ones - use a self-supervised method")
@@ -275,7 +288,9 @@ def restore(run: Run, checkpoint: dict) -> None:
         run.scheduler.load_state_dict(checkpoint["scheduler"])
         run.memory.load_state_dict(checkpoint["memory"])
     except (KeyError, RuntimeError, ValueError) as e:
-        raise UserError(f"checkpoint in {run.out_dir} does not match its own config ({first_line(e)}); "
+        why = mismatch(checkpoint, to_dict(run.cfg), run.data.channels, len(run.data.class_names))
+        raise UserError(f"checkpoint in {run.out_dir} does not fit this run: {why}" if why else
+                        f"checkpoint in {run.out_dir} does not match its own config ({first_line(e)}); "
                         "it is damaged - start a new run") from None
     if checkpoint.get("assignments") is not None:
         run.assignments = Assignments.from_state_dict(checkpoint["assignments"])
@@ -298,8 +313,11 @@ def start(run: Run) -> Run:
     """The method wrapped for the processes (DistributedDataParallel under torchrun) and config.yaml written."""
     run.model = distributed.data_parallel(run.method, run.device)
     if distributed.is_main():
-        run.out_dir.mkdir(parents=True, exist_ok=True)
-        (run.out_dir / "config.yaml").write_text(to_yaml(run.cfg))
+        (run.out_dir / "diverged.json").unlink(missing_ok=True)  # about an earlier attempt, which this one replaces
+        kept = write_config_file(run.out_dir, to_yaml(run.cfg), run.run_id)
+        if kept is not None:
+            print(f"{run.out_dir}/config.yaml held another config or could not be read: kept as {kept.name}; this run "
+                  "trains with (and writes) its own config", flush=True)
     return run
 
 
@@ -327,6 +345,8 @@ def load_trained(checkpoint_path: str | Path, overrides: list[str] | None = None
     try:
         method.load_state_dict(checkpoint["model"])
     except (KeyError, RuntimeError) as e:
-        raise UserError(f"{checkpoint_path} does not match its own config ({first_line(e)}); it is damaged") from None
+        why = mismatch(checkpoint, to_dict(cfg), data.channels, len(data.class_names))
+        raise UserError(f"{checkpoint_path} does not fit: {why}" if why else
+                        f"{checkpoint_path} does not match its own config ({first_line(e)}); it is damaged") from None
     return Trained(cfg, device, data, batches, method.eval(), epochs_done(checkpoint),
                    resolve_precision(cfg.precision, device))

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from selfsup_clusters.errors import UserError
-from selfsup_clusters.evaluate import evaluate_features, extract_features, linear_probe_augmented
+from selfsup_clusters.evaluate import evaluate_features, extract_features, linear_probe_augmented, protocol_scores
+from selfsup_clusters.files import atomic_write
 from selfsup_clusters.logger import RunLogger
 from selfsup_clusters.progress import progress
 from selfsup_clusters.run import Run, Trained, autocast, load_trained, require_faiss
@@ -109,3 +110,31 @@ def evaluate_checkpoint(checkpoint_path: str | Path, knn: bool = True, linear: b
                **results}
     (Path(checkpoint_path).parent / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+def rescore_run(run_dir: str | Path, overrides: list[str] | None = None) -> dict:
+    """A finished run's final checkpoint scored again under the protocol family (evaluate.protocol_scores), with
+    the run's own data and split: features extracted once, no training. final.json gets the new scores, and under
+    "rescored" the scores they replace; returns the updated final.json. `overrides`: eval.* settings (the grid,
+    the fixed penalty, the protocols)."""
+    run_dir = Path(run_dir)
+    final_path, checkpoint = run_dir / "final.json", run_dir / "checkpoints" / "last.pt"
+    if not final_path.exists() or not checkpoint.exists():
+        raise UserError(f"{run_dir} is not a finished run (it needs final.json and checkpoints/last.pt); finish it "
+                        f"with: selfsup-clusters train --resume {run_dir}")
+    if any(not item.startswith("eval.") for item in overrides or []):
+        raise UserError(f"rescore changes only eval.* settings, not {' '.join(overrides or [])}: the data and the "
+                        "model are the run's own")
+    run = load_trained(checkpoint, overrides)
+    if not run.data.scorable:
+        raise UserError(f"{run.cfg.data.name} has no labels to score {run_dir} against")
+    train, test = (backbone_features(run, split, name) for split, name in ((run.data.train, "train"),
+                                                                            (run.data.test, "test")))
+    scores = protocol_scores(train, run.data.train.labels, test, run.data.test.labels, run.cfg.eval, run.cfg.seed)
+    final = json.loads(final_path.read_text())
+    final["rescored"] = {"before": {key: final[key] for key in scores if key in final},
+                         "eval": {key: getattr(run.cfg.eval, key) for key in ("probe_l2", "probe_fixed_l2",
+                                                                              "protocols", "knn_t")}}
+    final.update(scores)
+    atomic_write(final_path, lambda f: f.write((json.dumps(final, indent=2) + "\n").encode()))
+    return final

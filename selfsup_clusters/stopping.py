@@ -1,8 +1,9 @@
 """Stopping a run without losing it: SIGTERM (what SLURM and Kubernetes send a preempted job before they kill it)
 and SIGINT (Ctrl-C) ask the loop to stop at its next step boundary; there it writes a step checkpoint (weights,
 optimizer, schedule, random state, memory bank, clusters, the epoch's progress) and the command exits with STOPPED,
-which says "stopped, resumable: run `train --resume DIR`" (a failure exits 1, a bad input 2). A second signal while
-the checkpoint is written changes nothing: the write completes (and is atomic in any case: checkpoint.py)."""
+which says "stopped, resumable: run `train --resume DIR`" (a failure exits 1, a bad input 2, a divergence 3:
+errors.DIVERGED). A second signal while the checkpoint is written changes nothing: the write completes (and is
+atomic in any case: checkpoint.py)."""
 
 from __future__ import annotations
 

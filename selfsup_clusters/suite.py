@@ -16,15 +16,18 @@ import torch
 
 from selfsup_clusters.clusters import parse_spec
 from selfsup_clusters.config import Config
-from selfsup_clusters.errors import Interrupted, UserError, first_line
-from selfsup_clusters.evaluate import linear_probe, raw_pixel_features, weighted_knn
+from selfsup_clusters.errors import Diverged, Interrupted, UserError, first_line
+from selfsup_clusters.evaluate import protocol_scores, raw_pixel_features, weighted_knn
 from selfsup_clusters.intervals import Interval, SeedRule, t_interval
+from selfsup_clusters.protocols import FAMILY, unscored
 from selfsup_clusters.recipes import UserConfig
 
-# linear first: the paper's metric
-METRICS = ("linear_top1", "knn_top1", "nmi", "train_time_s", "eval_time_s", "images_per_s")
-DECIDING = "linear_top1"  # the metric whose verdict decides whether a comparison gets another seed
+# linear first: the paper's metric, with the penalty chosen per representation (protocols.py: the family)
+SCORES = (*(protocol.metric for protocol in FAMILY.values()), "knn_top1")
+METRICS = (*SCORES, "nmi", "train_time_s", "eval_time_s", "images_per_s")
+DECIDING = FAMILY["linear"].metric  # the metric whose verdict decides whether a comparison gets another seed
 RULE_FILE = "seed_rule.json"
+DIVERGED_FILE = "diverged.json"  # where a run that diverged says so (divergence.py)
 FIXED = SeedRule(1, 1, 0.01)  # a plain 95% t-interval over whatever seeds there are
 
 
@@ -51,10 +54,12 @@ class Entry:
 
 @dataclass
 class Result:
-    """An entry's finished runs: final.json per seed."""
+    """An entry's finished runs: final.json per seed; and the seeds whose run diverged (a non-finite loss stopped
+    it: no number to average), with the one line that said so."""
 
     entry: Entry
     finals: dict[int, dict] = field(default_factory=dict)
+    diverged: dict[int, str] = field(default_factory=dict)
 
     def values(self, metric: str) -> dict[int, float]:
         return {seed: final[metric] for seed, final in self.finals.items() if metric in final}
@@ -67,14 +72,27 @@ def run_config(user: UserConfig, entry: Entry, seed: int, run_dir: Path) -> Conf
 
 
 def run_one(user: UserConfig, entry: Entry, seed: int, out: Path, tag: str = "compare") -> dict:
-    """Train one row's run (resuming an interrupted one); the finished run's final.json."""
+    """Train one row's run (resuming an interrupted one); the finished run's final.json, scored again without
+    training when it predates the protocol family (run_eval.rescore_run)."""
     from selfsup_clusters.trainer import resume, train
 
     run_dir = out / entry.folder / f"seed{seed}"
     final_path = run_dir / "final.json"
+    if (run_dir / DIVERGED_FILE).exists() and not final_path.exists():  # training it again would diverge again
+        record = json.loads((run_dir / DIVERGED_FILE).read_text())
+        raise Diverged(f"diverged before, in epoch {record.get('epoch')} at step {record.get('step')} (loss "
+                       f"{record.get('loss')}); {run_dir}/{DIVERGED_FILE}")
     if final_path.exists():
+        final = json.loads(final_path.read_text())
+        missing = unscored(final, run_config(user, entry, seed, run_dir).eval.protocols)
+        if missing:
+            from selfsup_clusters.run_eval import rescore_run
+
+            print(f"[{tag}] {entry.name} seed {seed}: finished before the protocol family; scoring its final "
+                  f"checkpoint under {', '.join(missing)} ({run_dir})", flush=True)
+            return rescore_run(run_dir)
         print(f"[{tag}] {entry.name} seed {seed}: finished before, skipped ({run_dir})", flush=True)
-        return json.loads(final_path.read_text())
+        return final
     if (run_dir / "checkpoints" / "last.pt").exists():
         print(f"[{tag}] {entry.name} seed {seed}: resuming {run_dir}", flush=True)
         return resume(run_dir)
@@ -105,6 +123,10 @@ def train_runs(user: UserConfig, runs: list[tuple[Entry, list[int]]], out: Path,
             except Interrupted as stopped:
                 raise Interrupted(f"{stopped}; or re-run the same {tag} command, which continues every run "
                                   "where it stopped") from None
+            except Diverged as diverged:
+                result.diverged[seed] = first_line(diverged)
+                failures.append(f"{entry.name} seed {seed} DIVERGED: {first_line(diverged)}")
+                print(f"[{tag}] {failures[-1]}", flush=True)
             except Exception as e:  # noqa: BLE001 - one failed run must not lose the others' results
                 failures.append(f"{entry.name} seed {seed}: {first_line(e)}")
                 print(f"[{tag}] FAILED {failures[-1]}", flush=True)
@@ -113,7 +135,7 @@ def train_runs(user: UserConfig, runs: list[tuple[Entry, list[int]]], out: Path,
                 trained_seconds, trained = trained_seconds + time.perf_counter() - start, trained + 1
             left = f", about {(total - done) * trained_seconds / trained / 60:.0f} min left" if trained else ""
             print(f"[{tag}] {done}/{total} runs done{left}", flush=True)
-        if result.finals:
+        if result.finals or result.diverged:
             results.append(result)
     return results, failures
 
@@ -134,6 +156,7 @@ def train_until_decided(user: UserConfig, entries: list[Entry], pairs: list[tupl
                                           for entry in todo], out, tag)
         for result in found:
             results[result.entry].finals.update(result.finals)
+            results[result.entry].diverged.update(result.diverged)
         failures += failed
         attempted.update({entry: targets[entry] for entry in todo})
         for better, worse in pairs:
@@ -142,7 +165,7 @@ def train_until_decided(user: UserConfig, entries: list[Entry], pairs: list[tupl
             if n and rule.wants_more(n, rule.read(a, b)[1]):
                 for entry in (better, worse):
                     targets[entry] = max(targets[entry], n + 1)
-    return [result for result in results.values() if result.finals], failures
+    return [result for result in results.values() if result.finals or result.diverged], failures
 
 
 def hold_rule(out: Path, rule: SeedRule) -> None:
@@ -179,7 +202,7 @@ def raw_pixel_rows(cfg: Config, out: Path) -> list[dict]:
     row = {"name": "raw pixels", "method": "raw pixels", "clusters": "none", "seeds": 1,
            "knn_top1": weighted_knn(train_features, labels, test_features, test_labels, cfg.eval.knn_k,
                                     cfg.eval.knn_t),
-           "linear_top1": linear_probe(train_features, labels, test_features, test_labels, seed=cfg.seed)}
+           **protocol_scores(train_features, labels, test_features, test_labels, cfg.eval, cfg.seed)}
     path.write_text(json.dumps([row], indent=2) + "\n")
     return [row]
 
@@ -197,6 +220,8 @@ class Summary:
     intervals: dict[str, Interval] = field(default_factory=dict)
     differences: dict[str, Interval] = field(default_factory=dict)
     values: dict[str, float] = field(default_factory=dict)
+    penalties: str = ""  # the deciding probe's L2 penalty chosen for each seed's representation
+    diverged: tuple[int, ...] = ()  # seeds whose run diverged: in no interval
 
     @classmethod
     def reference(cls, row: dict) -> Summary:
@@ -216,22 +241,28 @@ class Summary:
         """Every field under one key, the paired differences as `<metric>_diff`: a row for tables.write_csv,
         which writes each interval as its mean, _low and _high columns."""
         return {"name": self.name, "method": self.method, "clusters": self.clusters, "seeds": self.seeds,
-                **self.intervals, **self.values, **{f"{m}_diff": d for m, d in self.differences.items()}}
+                **self.intervals, **self.values, **({"linear_l2": self.penalties} if self.penalties else {}),
+                **({"diverged_seeds": " ".join(map(str, self.diverged))} if self.diverged else {}),
+                **{f"{m}_diff": d for m, d in self.differences.items()}}
 
 
 def summarise(result: Result, baseline: Result | None = None, rule: SeedRule | None = None) -> Summary:
-    """One table row: per metric the mean with its 95% t-interval over seeds; against `baseline` (same seeds) the
-    paired difference of linear and kNN top-1, at `rule`'s level (a plain 95% interval without one)."""
+    """One table row: per metric the mean with its 95% t-interval over seeds, the penalty each seed's probe chose;
+    against `baseline` (same seeds) the paired difference of every score of the protocol family, at `rule`'s level
+    (a plain 95% interval without one)."""
     entry = result.entry
     intervals = {metric: t_interval(list(values.values())) for metric in METRICS
                  for values in [result.values(metric)] if values}
+    chosen = result.values("linear_l2")
+    penalties = " ".join(f"{chosen[seed]:g}" for seed in sorted(chosen))
     differences = {}
     if baseline is not None and baseline is not result:
-        for metric in ("linear_top1", "knn_top1"):
+        for metric in SCORES:
             try:
                 differences[metric] = (rule or FIXED).difference(result.values(metric), baseline.values(metric))
             except ValueError:
                 continue
-    return Summary(entry.name, entry.method, entry.clusters, len(result.finals), intervals, differences)
+    return Summary(entry.name, entry.method, entry.clusters, len(result.finals), intervals, differences,
+                   penalties=penalties, diverged=tuple(sorted(result.diverged)))
 
 

@@ -6,6 +6,7 @@ Read it top to bottom; everything method-specific lives in the method's own file
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import time
 from collections.abc import Callable
@@ -14,13 +15,14 @@ from pathlib import Path
 
 import torch
 
-from selfsup_clusters import distributed, provenance
+from selfsup_clusters import cluster_views, distributed, provenance
 from selfsup_clusters.checkpoint import save_checkpoint
 from selfsup_clusters.clusters import batch_mates, cluster_statistics
 from selfsup_clusters.config import Config, to_dict, to_yaml
+from selfsup_clusters.divergence import check_finite, diverged
 from selfsup_clusters.errors import Interrupted
 from selfsup_clusters.evaluate import extract_features
-from selfsup_clusters.files import hold_folder
+from selfsup_clusters.files import hold_folder, remove_stale_temporaries
 from selfsup_clusters.logger import NullLogger, RunLogger
 from selfsup_clusters.progress import progress
 from selfsup_clusters.run import EpochProgress, Run, autocast, run_folder, setup, setup_resumed
@@ -71,6 +73,10 @@ def update_clusters(run: Run, epoch: int, logger: RunLogger) -> list[dict]:
               if (clustered if dynamic else first)]  # what was clustered now
     rows = [{"name": name, **cluster_statistics(ids, run.data.train.labels), "seconds": seconds,
              "features_seconds": features_seconds} for name, ids in logged]
+    # stability to the previous clustering, size histogram, RUN/clusters/epochNNNN.npz, the gallery (cluster_views.py)
+    for row, views in zip(rows, cluster_views.after_clustering(run, epoch, features, [n for n, _ in logged], logger),
+                          strict=True):
+        row.update(views)
     run.cluster_stats.update({row["name"]: row for row in rows})
     logger.clusters(rows, [torch.bincount(ids) for _, ids in logged], step=epoch * run.steps_per_epoch)
     return rows
@@ -124,7 +130,11 @@ def train_epoch(run: Run, epoch: int, logger: RunLogger, done: EpochProgress | N
         if cfg.checkpoint.every_steps and (global_step + 1) % cfg.checkpoint.every_steps == 0 \
                 and done.step < run.steps_per_epoch:
             save_step(run, epoch, done, start)
-    return epoch_record(run, epoch, done, start)
+    record = epoch_record(run, epoch, done, start)
+    # The epoch's loss sum holds every step's loss (a non-finite one stays non-finite): one check per epoch, on a
+    # value read to the host anyway, and the weights too, before a checkpoint would keep them.
+    check_finite(run, epoch, run.steps_per_epoch, record["loss"])
+    return record
 
 
 def train_step(run: Run, views: list[torch.Tensor], index: torch.Tensor, labels: torch.Tensor
@@ -146,6 +156,9 @@ def log_step(run: Run, out: dict, global_step: int, logger: RunLogger, bar) -> N
     scalars = distributed.mean_scalars({k: float(v.detach()) if torch.is_tensor(v) else float(v)
                                         for k, v in out.items() if k != "z"})
     scalars["lr"] = run.optimizer.param_groups[0]["lr"]
+    if not math.isfinite(scalars["loss"]):  # the value is on the host already: checking it costs nothing
+        epoch, step = divmod(global_step, run.steps_per_epoch)
+        raise diverged(run, epoch, step + 1, scalars["loss"])
     logger.scalars(scalars, global_step, prefix="step/")
     bar.set_postfix(loss=f"{scalars['loss']:.3f}")
 
@@ -171,6 +184,7 @@ def save_step(run: Run, epoch: int, done: EpochProgress, start: float) -> None:
     epoch's progress so far (its time up to now; `start`: when this process began the epoch)."""
     now = time.perf_counter()
     every_rank = distributed.all_gather(done.loss_sum.view(1))  # each rank sums its own slices' losses
+    check_finite(run, epoch, done.step, float(every_rank.mean()) / max(1, done.step))
     if distributed.is_main():
         snapshot = dataclasses.replace(done, seconds=done.seconds + now - start, loss_sum=every_rank)
         state = checkpoint_state(run, epoch, run.train_time_s + now - run.started)
@@ -207,6 +221,7 @@ def checkpoint_state(run: Run, epoch: int, train_time_s: float) -> dict:
         "memory": run.memory.state_dict(),
         "assignments": run.assignments.state_dict() if run.assignments is not None else None,
         "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+        "run_id": run.run_id,  # resume refuses a checkpoint of another run (run_identity.check_identity)
         # what export and embed need to prepare images without loading the training data
         "data": {"channels": run.data.channels, "mean": list(run.data.mean), "std": list(run.data.std),
                  "class_names": list(run.data.class_names)},
@@ -241,6 +256,11 @@ def hold(stack: ExitStack, folder: Path, option: str = "--out") -> None:
     """The run holds its folder (rank 0, for all ranks) until it ends: a second run into it is refused."""
     if distributed.is_main():
         stack.enter_context(hold_folder(folder, option))
+        # Held: nobody else writes here, so a temporary file is what a killed write left (tens of MB for last.pt)
+        stale = remove_stale_temporaries(folder)
+        if stale:
+            print(f"{folder}: removed {len(stale)} partial file(s) an interrupted write left (e.g. {stale[0].name})",
+                  flush=True)
 
 
 def execute(open_run: Callable[[ExitStack], Run]) -> dict:
@@ -305,6 +325,8 @@ def train_epochs(run: Run, logger: RunLogger, stop: StopRequest | None = None) -
         "precision": run.precision,
         "environment": environment,  # versions, commit, machine, threads: what the numbers were measured on
         "train_time_s": train_time_s,  # all invocations of a resumed run, up to the last checkpoint
+        "run_id": run.run_id,
+        **({"unreadable_skipped": len(run.data.skipped_files)} if run.data.skipped_files else {}),
         **{k: v for k, v in record.items() if k not in ("epoch", "clusters", "cluster_diagnostics")},
     }
     logger.final(final, hparams(run))

@@ -20,7 +20,7 @@ from selfsup_clusters.config import split_values, to_yaml
 from selfsup_clusters.errors import UserError
 from selfsup_clusters.methods import method_class
 from selfsup_clusters.recipes import UserConfig
-from selfsup_clusters.report import budget_line, cell
+from selfsup_clusters.report import budget_line, cell, linear_cell, seeds_cell
 from selfsup_clusters.suite import Entry, Result, Summary, summarise, train_entries
 from selfsup_clusters.tables import markdown_table, write_csv
 
@@ -79,17 +79,17 @@ def tune(user: UserConfig, method: str, grid: dict[str, list[str]], seeds: list[
     out.mkdir(parents=True, exist_ok=True)
     results, failures = train_entries(user, entries, seeds, out, "tune")
     ranked = rank(results)
-    columns = ["point", *grid, "linear_top1", "linear_top1_low", "linear_top1_high", "knn_top1", "knn_top1_low",
-               "knn_top1_high", "seeds"]
+    columns = ["point", *grid, "linear_top1", "linear_top1_low", "linear_top1_high", "linear_l2", "knn_top1",
+               "knn_top1_low", "knn_top1_high", "seeds"]
     write_csv(out / "tune.csv", columns,
               [{**row.row(), **point, "point": " ".join(result.entry.overrides)} for row, point, result in ranked])
     scored = user.load(f"method={method}")
     lines = [markdown_table([*grid, "linear top-1 (validation)", "kNN top-1 (validation)", "seeds"],
-                            [[*(point[key] for key in grid), cell(row.get("linear_top1")), cell(row.get("knn_top1")),
-                              row.seeds] for row, point, _ in ranked])]
+                            [[*(point[key] for key in grid), linear_cell(row), cell(row.get("knn_top1")),
+                              seeds_cell(row)] for row, point, _ in ranked])]
     notes = [f"{method}{'' if clusters == 'none' else ' ' + clusters}: " + budget_line(scored, seeds)]
     notes += [f"FAILED: {failure}" for failure in failures]
-    if ranked:
+    if ranked and ranked[0][2].finals:  # a point whose every run diverged is never the best
         best = " ".join(ranked[0][2].entry.overrides)
         cfg = user.load(f"method={method}", f"clusters.spec={clusters}", *ranked[0][2].entry.overrides,
                         f"data.val_fraction={base.data.val_fraction}")  # train the final model as the user would

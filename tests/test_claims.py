@@ -11,6 +11,7 @@ from selfsup_clusters.claims_report import combine
 from selfsup_clusters.cli import main
 from selfsup_clusters.clusters import ClusterError, parse_spec, split_spec_list
 from selfsup_clusters.intervals import Interval, verdict
+from selfsup_clusters.protocols import FAMILY
 from tests.conftest import needs_fashion_mnist
 
 
@@ -85,12 +86,20 @@ def test_claims_smoke_writes_every_claim_and_resumes_without_training(tmp_path, 
     assert "merge:2" in text and "split:4" in text  # the synthetic sets join C4
     assert "H(Z|T) given I(Z;T)" in text and "**The shortcut, checked once**" in text
     rows = (out / "claims.csv").read_text().splitlines()
-    assert rows[0].startswith("claim,comparison,metric,difference,low,high")
-    assert len(rows) == 1 + 2 * 4 + 4 * 2 + 4 * 2  # C1-C3, K: 4 comparisons each x 2 metrics; C4: 4 correlations
+    assert rows[0] == "claim,comparison,metric,difference,low,high,n,verdict,robustness"
+    # C1-C3, K: 8 comparisons, C4: 4 correlations, each under the 4 protocols of the family
+    assert len(rows) == 1 + 8 * 4 + 4 * 4
+    table = list(csv.DictReader((out / "claims.csv").open()))
+    assert {r["metric"] for r in table} == {p.label for p in FAMILY.values()}
+    assert all(r["robustness"] == "robust" or r["robustness"].startswith("protocol-dependent (") for r in table)
+    verdicts = [line for line in text.splitlines() if line.startswith("**Verdict: ")]
+    assert all(", robust**" in line or ", protocol-dependent (" in line for line in verdicts), verdicts
+    assert "probe with its L2 penalty chosen per representation" in text
     # The curve: every comparison at both budgets (epochs 1 and 2 of 4 steps of 64 samples), raw pixels beside.
     curve = list(csv.DictReader((out / "curve.csv").open()))
     simclr = [r for r in curve if r["comparison"] == "cl-infonce wordnet:8 - simclr" and r["metric"] == "linear_top1"]
     assert [int(r["samples_seen"]) for r in simclr] == [256, 512] and all(r["n"] == "2" for r in simclr)
+    assert all(r["robustness"] for r in simclr)  # the deciding protocol's points say how they hold
     assert {r["claim"] for r in curve} == {"C1", "C2", "C3", "C4", "K", "raw pixels"}
     assert (out / "claims_curve.png").stat().st_size > 1000
     runs = list(csv.DictReader((out / "claims_runs.csv").open()))

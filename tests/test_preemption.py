@@ -25,7 +25,7 @@ LONG_EPOCHS = [*TINY, "data.subset=1024", "batch_size=8", "epochs=3", "log.every
                "clusters.every=2"]
 TRAIN = [sys.executable, "-m", "selfsup_clusters", "train", "--method", "cl-infonce", "--clusters", "kmeans:8"]
 TIMING = ("epoch_time_s", "images_per_s", "data_time_frac", "train_time_s", "eval_time_s", "environment", "out_dir",
-          "config", "clusters")
+          "config", "clusters", "run_id")
 
 
 def stopped_run(out, signals: list[int]) -> subprocess.CompletedProcess:

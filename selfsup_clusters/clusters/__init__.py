@@ -11,6 +11,7 @@ from .sources import (
     FixedClusterSource,
     KMeansSource,
     build_cluster_source,
+    refuse_uninformative,
     statistics_table,
 )
 from .spec import SPEC_HELP, ClusterPart, ClusterSpec, parse_spec, split_spec_list
@@ -41,6 +42,7 @@ __all__ = [
     "mutual_information",
     "parse_spec",
     "rank_attributes",
+    "refuse_uninformative",
     "run_kmeans",
     "split_spec_list",
     "statistics_table",

@@ -20,7 +20,7 @@ import torch
 from selfsup_clusters.data.base import AuxiliaryInfo
 
 from .assignments import Assignments, ClusterError, as_numpy_ints
-from .attributes import attribute_clusters
+from .attributes import attribute_clusters, rank_attributes
 from .kmeans import KMeansOptions, run_kmeans
 from .spec import ClusterPart, ClusterSpec, parse_spec
 from .stats import cluster_statistics
@@ -250,3 +250,46 @@ def _class_level_clusters(
         f"unlabelled:{i}" for i in unlabelled.tolist()
     ]
     return Assignments(ids=[torch.from_numpy(ids)], names=[names])
+
+
+CLASS_LEVEL_KINDS = ("labels", "superclass", "wordnet", "merge", "split")  # their unlabelled samples: singletons
+
+
+def refuse_uninformative(source: ClusterSource | None, aux: AuxiliaryInfo) -> None:
+    """A ClusterError, before training, for a part of the spec whose clusters carry no information about the
+    samples: one cluster for every sample (kmeans:1, one class, a WordNet level above every class, attribute
+    columns with a single value), or attribute columns among the K chosen that have one value for every sample
+    (named; attributes:K is then a smaller K under another name). Training on them would run as if they were
+    information; `instance` (every sample its own cluster) is SimCLR's positives and passes."""
+    if source is None:
+        return
+    labels = as_numpy_ints(aux.labels, "labels").reshape(-1)
+    sources = source.sources if isinstance(source, CompositeSource) else [source]
+    for part_source in sources:
+        part = part_source.spec.parts[0]
+        if part.kind == "kmeans":
+            if 1 in part.numbers:
+                raise ClusterError(f"'{part}': K=1 puts every sample in one cluster, which carries no information; "
+                                   "use K >= 2")
+            continue
+        if part.kind == "attributes":
+            _refuse_constant_columns(part, aux)
+        ids = part_source.assign(None).ids[0].numpy()
+        grouped = ids[labels >= 0] if part.kind in CLASS_LEVEL_KINDS and (labels >= 0).any() else ids
+        if part.kind != "instance" and len(grouped) > 1 and len(np.unique(grouped)) < 2:
+            what = "every labelled sample" if part.kind in CLASS_LEVEL_KINDS else "every sample"
+            raise ClusterError(f"'{part}' puts {what} ({len(grouped)}) in one cluster, which carries no "
+                               "information about the samples; choose a clusters spec with several clusters")
+
+
+def _refuse_constant_columns(part: ClusterPart, aux: AuxiliaryInfo) -> None:
+    table = as_numpy_ints(aux.attributes, "attributes")
+    names = list(aux.attribute_names) if aux.attribute_names is not None else [f"a{j}" for j in range(table.shape[1])]
+    chosen = rank_attributes(table)[: part.number]
+    constant = [names[column] for column in chosen if len(np.unique(table[:, column])) < 2]
+    if constant:
+        varying = len(chosen) - len(constant)
+        instead = f"use attributes:1..{varying}" if varying else "give the table columns whose values vary"
+        raise ClusterError(f"'{part}' clusters by {len(constant)} attribute column(s) with one value for every "
+                           f"sample ({', '.join(constant[:5])}{', ...' if len(constant) > 5 else ''}), which carry "
+                           f"no information; {instead}")

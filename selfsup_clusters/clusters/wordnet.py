@@ -38,6 +38,8 @@ from .assignments import ClusterError
 DEFAULT_WORDNET_DIR = "/usr/share/wordnet"
 ENTITY = 1740  # 00001740 'entity', the root of every noun path
 HYPERNYM_POINTERS = ("@", "@i")
+DAMAGED = ("the file is truncated or damaged - reinstall it (sudo apt-get install --reinstall wordnet-base) or point "
+           "clusters.wordnet_dir at a good copy")
 
 # Fashion-MNIST class -> WordNet 3.0 noun synset offset, checked against
 # Debian's data.noun (lemmas in the comments). The shortest paths give
@@ -79,6 +81,7 @@ class WordNet:
         self._synsets: dict[int, Synset] = {}
         self._paths: dict[int, tuple[int, ...]] = {}
         self._starts: dict[int, int] | None = None  # line starts by leading offset, built for a subset file
+        self._visiting: set[int] = set()  # synsets whose path is being found (a loop in a damaged file shows here)
 
     def synset(self, offset: int) -> Synset:
         if offset not in self._synsets:
@@ -106,12 +109,15 @@ class WordNet:
         # Optimal substructure: the best path through hypernym h is best(h) + offset,
         # so comparing (length, offsets) over the hypernyms' best paths suffices.
         if offset not in self._paths:
-            hypernyms = self.synset(offset).hypernyms
-            if not hypernyms:
-                self._paths[offset] = (offset,)
-            else:
-                best = min((self._best_path(h) for h in hypernyms), key=lambda path: (len(path), path))
+            if offset in self._visiting:  # a hypernym loop: no real WordNet has one
+                raise ClusterError(f"{self._path}: synset {offset:08d} is its own hypernym's ancestor: {DAMAGED}")
+            self._visiting.add(offset)
+            try:
+                hypernyms = self.synset(offset).hypernyms
+                best = min((self._best_path(h) for h in hypernyms), key=lambda path: (len(path), path), default=())
                 self._paths[offset] = (*best, offset)
+            finally:
+                self._visiting.discard(offset)
         return self._paths[offset]
 
     def subset(self, offsets: Iterable[int]) -> bytes:
@@ -147,16 +153,23 @@ class WordNet:
         line = self._line(offset).decode("utf-8", "replace")
         fields = line.split(" | ", 1)[0].split()
         if offset < 0 or len(fields) < 5 or fields[0] != f"{offset:08d}" or fields[2] not in ("n", "s"):
+            # A whole data.noun opens with its licence's indented lines; a subset file (self.subset) with a synset
+            if offset >= len(self._data) and self._data.startswith(b"  "):  # a whole one that stops short of it
+                raise ClusterError(f"{self._path} ends at byte {len(self._data)}, before synset {offset:08d}: "
+                                   f"{DAMAGED}")
             raise ClusterError(
                 f"no noun synset at offset {offset:08d} in {self._path}; is the wnid right and the file WordNet 3.0 "
                 "(or a subset of it holding this synset)?"
             )
-        word_count = int(fields[3], 16)
-        lemmas = tuple(fields[4 + 2 * i] for i in range(word_count))
-        position = 4 + 2 * word_count
-        pointer_count = int(fields[position])
-        pointers = [fields[position + 1 + 4 * i : position + 5 + 4 * i] for i in range(pointer_count)]
-        hypernyms = tuple(int(target) for symbol, target, *_ in pointers if symbol in HYPERNYM_POINTERS)
+        try:
+            word_count = int(fields[3], 16)
+            lemmas = tuple(fields[4 + 2 * i] for i in range(word_count))
+            position = 4 + 2 * word_count
+            pointer_count = int(fields[position])
+            pointers = [fields[position + 1 + 4 * i : position + 5 + 4 * i] for i in range(pointer_count)]
+            hypernyms = tuple(int(target) for symbol, target, *_ in pointers if symbol in HYPERNYM_POINTERS)
+        except (ValueError, IndexError):  # counts that are not numbers, or promise more fields than the line has
+            raise ClusterError(f"{self._path}: the line of synset {offset:08d} is malformed: {DAMAGED}") from None
         return Synset(offset=offset, lemmas=lemmas, hypernyms=hypernyms)
 
 

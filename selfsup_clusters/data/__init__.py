@@ -43,6 +43,9 @@ def load_dataset(cfg: DataConfig) -> ImageDataset:
     if path and kind not in TAKE_A_PATH:
         raise UserError(f"dataset {kind} takes no path ({cfg.name!r}); give its folder with --data-root")
     data = DATASETS[kind](cfg, path or None)
+    if cfg.skip_unreadable and not (cfg.cache and data.train.paths is not None):
+        raise UserError("data.skip_unreadable=true needs data.cache=true and an image folder or CSV table: the decoded "
+                        "cache finds unreadable images once, before training")
     if cfg.subset is not None:
         if cfg.subset > len(data.train):
             raise UserError(

@@ -77,6 +77,8 @@ class ImageDataset:
     # class, and the superclasses' names. `--clusters superclass` clusters by it.
     superclasses: list[int] | None = None
     superclass_names: list[str] | None = None
+    # image files left out because they could not be decoded (data.skip_unreadable=true; data/cache.py)
+    skipped_files: list[str] = field(default_factory=list)
 
     def holdout(self, fraction: float, seed: int = 0) -> ImageDataset:
         """This dataset with a validation split held out of the training set in place of the test set, so that

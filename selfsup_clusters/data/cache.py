@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import time
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -34,13 +34,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from selfsup_clusters.config import DataConfig
 from selfsup_clusters.data.base import ImageDataset
-from selfsup_clusters.data.loader import read_batches, read_image
+from selfsup_clusters.data.loader import ImageReadError, read_batches, read_image
 from selfsup_clusters.errors import UserError
-from selfsup_clusters.files import atomic_write
+from selfsup_clusters.files import atomic_write, remove_stale_temporaries, writing_into
 from selfsup_clusters.progress import progress
 
 FORMAT = 1  # bump when the rule or the layout changes: every cache is then rebuilt
 CHUNK = 1 << 24  # bytes read at a time for the CRC
+DECODE_BATCH = 64  # images a decoding worker hands over at a time
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class CacheInfo:
     size: int
     bytes: int
     built_seconds: float | None  # None: it was up to date
+    unreadable: list = field(default_factory=list)  # [index, message] of each image that could not be decoded
 
 
 def default_cache_dir() -> Path:
@@ -62,10 +64,20 @@ def cache_dataset(data: ImageDataset, cfg: DataConfig) -> tuple[ImageDataset, Ca
     paths = [*data.train.paths, *(data.test.paths or [])]
     size = cfg.cache_size or cfg.image_size
     root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
-    images, info = load_or_build(paths, size, root, cfg.num_workers)
+    images, info = load_or_build(paths, size, root, cfg.num_workers, cfg.skip_unreadable)
     n = len(data.train)
-    return replace(data, train=replace(data.train, images=images[:n]),
-                   test=replace(data.test, images=images[n:])), info
+    train, test = replace(data.train, images=images[:n]), replace(data.test, images=images[n:])
+    if not info.unreadable:
+        return replace(data, train=train, test=test), info
+    if not cfg.skip_unreadable:  # a cache built with skipping, read by a run that does not skip
+        raise ImageReadError(info.unreadable[0][1])
+    bad = torch.zeros(len(paths), dtype=torch.bool)
+    bad[[index for index, _ in info.unreadable]] = True
+    skipped = [paths[index] for index, _ in info.unreadable]
+    print(f"skipped {len(skipped)} unreadable image(s) (data.skip_unreadable=true), e.g. {info.unreadable[0][1]}",
+          flush=True)
+    return replace(data, train=train.select(torch.nonzero(~bad[:n]).squeeze(1)),
+                   test=test.select(torch.nonzero(~bad[n:]).squeeze(1)), skipped_files=skipped), info
 
 
 def prepare_cache(config: str | None, overrides: list[str]) -> str:
@@ -85,8 +97,10 @@ def prepare_cache(config: str | None, overrides: list[str]) -> str:
             f"in {info.folder}: {info.bytes / 1e6:.1f} MB, {state}")
 
 
-def load_or_build(paths: list[str], size: int, root: Path, num_workers: int) -> tuple[torch.Tensor, CacheInfo]:
-    """(N, 3, size, size) uint8, memory-mapped from the cache of `paths` under `root`."""
+def load_or_build(paths: list[str], size: int, root: Path, num_workers: int, skip_unreadable: bool = False
+                  ) -> tuple[torch.Tensor, CacheInfo]:
+    """(N, 3, size, size) uint8, memory-mapped from the cache of `paths` under `root`; an image that cannot be
+    decoded stops the build (ImageReadError), or with `skip_unreadable` is listed in CacheInfo.unreadable."""
     paths = [os.path.abspath(path) for path in paths]
     folder = root / f"{len(paths)}x{size}px-{_digest(FORMAT, size, *paths)[:16]}"
     key = _key(paths, size)
@@ -99,13 +113,17 @@ def load_or_build(paths: list[str], size: int, root: Path, num_workers: int) -> 
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or by the OS if this process dies
         built_seconds = None
+        remove_stale_temporaries(folder)  # what a build killed mid-write left (we hold the lock: nobody is writing)
         if not _valid(folder, key, len(paths), size):
             start = time.perf_counter()
-            _build(folder, key, paths, size, num_workers)
+            with writing_into(folder, "the decoded cache"):
+                _build(folder, key, paths, size, num_workers, skip_unreadable)
             built_seconds = time.perf_counter() - start
     nbytes = len(paths) * 3 * size * size
     images = torch.from_file(str(folder / "images.u8"), shared=False, size=nbytes, dtype=torch.uint8)
-    return images.view(len(paths), 3, size, size), CacheInfo(folder, len(paths), size, nbytes, built_seconds)
+    unreadable = json.loads((folder / "manifest.json").read_text()).get("unreadable", [])
+    return images.view(len(paths), 3, size, size), CacheInfo(folder, len(paths), size, nbytes, built_seconds,
+                                                            unreadable)
 
 
 def _digest(*parts) -> str:
@@ -154,13 +172,18 @@ class _Decode(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return read_image(self.paths[i], self.size)
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
+        """The image and "", or (in a worker, where an exception would lose its type) a blank and why not."""
+        try:
+            return read_image(self.paths[i], self.size), ""
+        except ImageReadError as e:
+            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), str(e)
 
 
-def _build(folder: Path, key: str, paths: list[str], size: int, num_workers: int) -> None:
+def _build(folder: Path, key: str, paths: list[str], size: int, num_workers: int, skip_unreadable: bool) -> None:
     """Decode every image in DataLoader workers into a temporary file, then move it into place and write the
-    manifest last."""
+    manifest last. An unreadable image stops the build, or with `skip_unreadable` gets a blank slot that the
+    manifest lists (the dataset then leaves it out)."""
     (folder / "manifest.json").unlink(missing_ok=True)  # from here on the old cache is invalid, whatever happens
     nbytes = len(paths) * 3 * size * size
     free = shutil.disk_usage(folder).free
@@ -171,12 +194,16 @@ def _build(folder: Path, key: str, paths: list[str], size: int, num_workers: int
     print(f"decoding {len(paths)} images once to {size}x{size} into {folder} ({nbytes / 1e6:.1f} MB; "
           "data.cache=false reads the files every epoch instead)", flush=True)
     workers = min(num_workers, len(os.sched_getaffinity(0)))  # decoding is CPU-bound: no more than the cores
-    loader = DataLoader(_Decode(paths, size), batch_size=64, num_workers=workers)
+    loader = DataLoader(_Decode(paths, size), batch_size=DECODE_BATCH, num_workers=workers)
     fd, tmp = tempfile.mkstemp(prefix=".images.", suffix=".tmp", dir=folder)
-    crc = 0
+    crc, unreadable = 0, []
     try:
         with os.fdopen(fd, "wb") as f:
-            for batch in progress(read_batches(loader), desc="decoding images", total=len(loader), unit="batch"):
+            for number, (batch, problems) in enumerate(progress(read_batches(loader), desc="decoding images",
+                                                                total=len(loader), unit="batch")):
+                unreadable += [[number * DECODE_BATCH + i, problem] for i, problem in enumerate(problems) if problem]
+                if unreadable and not skip_unreadable:
+                    raise ImageReadError(unreadable[0][1])
                 chunk = batch.numpy().tobytes()
                 crc = zlib.crc32(chunk, crc)
                 f.write(chunk)
@@ -187,5 +214,6 @@ def _build(folder: Path, key: str, paths: list[str], size: int, num_workers: int
         Path(tmp).unlink(missing_ok=True)
         raise
     manifest = {"format": FORMAT, "key": key, "shape": [len(paths), 3, size, size], "bytes": nbytes, "crc32": crc,
+                "unreadable": unreadable,
                 "rule": "RGB, short side resized to SIZE, centre crop (PIL ImageOps.fit, bilinear; JPEG draft)"}
     atomic_write(folder / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))

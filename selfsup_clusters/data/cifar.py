@@ -56,10 +56,17 @@ def _split(folder: Path, files: list[list[str]], label_key: str) -> tuple[torch.
         if not path.is_file():
             raise UserError(f"{path} is missing; the CIFAR folder {folder} is incomplete (re-extract it or --download)")
         batch = _unpickle(path)
-        images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(batch[label_key], dtype=np.int64))
-        if "coarse_labels" in batch:
-            coarse.append(np.asarray(batch["coarse_labels"], dtype=np.int64))
+        try:  # a pickle that loads but is not a whole CIFAR batch: cut short, or another file under this name
+            images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(batch[label_key], dtype=np.int64).reshape(-1))
+            if "coarse_labels" in batch:
+                coarse.append(np.asarray(batch["coarse_labels"], dtype=np.int64).reshape(-1))
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise UserError(f"{path} is not a whole CIFAR batch ({type(e).__name__}: {e}); the file is damaged - "
+                            "re-extract it or --download") from None
+        if len(images[-1]) != len(labels[-1]):
+            raise UserError(f"{path} holds {len(images[-1])} images and {len(labels[-1])} labels; the file is "
+                            "damaged - re-extract it or --download")
     return (torch.from_numpy(np.concatenate(images)), np.concatenate(labels),
             np.concatenate(coarse) if coarse else None)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 
 from selfsup_clusters.config import DataConfig
 from selfsup_clusters.data.base import ImageDataset, Split
-from selfsup_clusters.errors import UserError
+from selfsup_clusters.errors import UserError, first_line
 
 DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"
 DOWNLOAD_ROOT = Path.home() / ".cache" / "selfsup-clusters" / "fashion-mnist"  # --download without --data-root
@@ -20,20 +21,28 @@ FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 IDX_DTYPES = {0x08: np.uint8}
+DAMAGED = ("the file is truncated or damaged - reinstall it (sudo apt-get install --reinstall dataset-fashion-mnist), "
+           "or delete it and pass --download")
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (the MNIST format: zero, zero, dtype code, ndim, big-endian dims, data), gzipped or not."""
+    """Read an IDX file (the MNIST format: zero, zero, dtype code, ndim, big-endian dims, data), gzipped or not; a
+    truncated, damaged or foreign file is one UserError naming it."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # a cut-off gzip stream: EOFError; a damaged one: BadGzipFile
+        raise UserError(f"cannot read {path} ({first_line(e)}): {DAMAGED}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
-        raise UserError(f"{path} is not an IDX file of unsigned bytes; is the download complete?")
+        raise UserError(f"{path} is not an IDX file of unsigned bytes: {DAMAGED}")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise UserError(f"{path} ends inside its header: {DAMAGED}")
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
-        raise UserError(f"{path} holds {data.size} values where its header promises {dims}; the file is damaged")
+        raise UserError(f"{path} holds {data.size} values where its header promises {dims}: {DAMAGED}")
     return data.reshape(dims)
 
 
@@ -64,6 +73,9 @@ def load_fashion_mnist(cfg: DataConfig) -> ImageDataset:
             )
         images = torch.from_numpy(read_idx(images_path).copy()).unsqueeze(1)  # (N, 1, 28, 28)
         labels = torch.from_numpy(read_idx(labels_path).astype(np.int64))
+        if len(labels) != len(images):
+            raise UserError(f"{images_path} holds {len(images)} images but {labels_path} {len(labels)} labels: one "
+                            f"of them is from another copy - {DAMAGED.partition(' - ')[2]}")
         splits[split] = Split(images, labels)
     return ImageDataset(
         name="fashion-mnist",

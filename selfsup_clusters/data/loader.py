@@ -99,8 +99,17 @@ def read_image(path: str, size: int | None = None) -> torch.Tensor:
             image.draft("RGB", (size, size))
             fitted = ImageOps.fit(image.convert("RGB"), (size, size), Image.Resampling.BILINEAR)
             return v2.functional.pil_to_tensor(fitted)
-    except (OSError, ValueError) as e:
-        raise ImageReadError(f"cannot read image {path}: {e}") from None
+    except Exception as e:  # PIL raises many types: SyntaxError for a broken PNG, DecompressionBombError, ...
+        raise ImageReadError(unreadable_message(path, e)) from None
+
+
+def unreadable_message(path: str, error: BaseException) -> str:
+    """One line: the file, PIL's reason and what to do."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, Image.DecompressionBombError):
+        reason = f"{reason[:120]}... (PIL refuses it as a decompression bomb)"
+    return (f"cannot read image {path}: {reason}; replace or remove the file, or set data.skip_unreadable=true to "
+            "train without it")
 
 
 def train_transform(cfg: AugmentConfig, image_size: int, mean: list[float], std: list[float]) -> v2.Compose:

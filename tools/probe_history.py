@@ -1,0 +1,92 @@
+"""Which change of the linear probe moved a comparison: the same checkpoints scored by the probe before the L-BFGS
+change (AdamW, our commit 7251a56's parent), by the L-BFGS probe at one fixed penalty for every representation
+(0.003, issue 29's), and by the probe whose penalty is chosen per representation (issue 36's; evaluate.tuned_probe),
+each as the paired difference better - worse over the seeds both entries share (95% t-interval).
+
+    .venv/bin/python tools/probe_history.py runs/claims_cpu/cl-infonce_kmeans400 runs/claims_cpu/pcl_kmeans400
+
+Features of each checkpoint (RUN/seedS/checkpoints/last.pt) are extracted once, with the run's own data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from selfsup_clusters.evaluate import PROBE_L2, linear_probe, tuned_probe  # noqa: E402
+from selfsup_clusters.intervals import paired_difference  # noqa: E402
+from selfsup_clusters.run import load_trained  # noqa: E402
+from selfsup_clusters.run_eval import backbone_features  # noqa: E402
+from selfsup_clusters.tables import markdown_table  # noqa: E402
+
+
+def adamw_probe(train: torch.Tensor, labels: torch.Tensor, test: torch.Tensor, test_labels: torch.Tensor,
+                seed: int = 0) -> float:
+    """The probe before 7251a56, as it was (git show 7251a56^:selfsup_clusters/evaluate.py): standardised
+    features, one nn.Linear, AdamW lr 1e-3 weight decay 1e-5, batch 512, 30 epochs but at least 1,000 steps,
+    cosine schedule; kept here, not in the package, to re-measure old numbers only."""
+    x, y = train.float(), labels
+    mean, std = x.mean(dim=0), x.std(dim=0).clamp_min(1e-6)
+    x = (x - mean) / std
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        classifier = nn.Linear(x.shape[1], int(max(y.max(), test_labels.max())) + 1)
+    optimizer = torch.optim.AdamW(classifier.parameters(), lr=1e-3, weight_decay=1e-5)
+    batches = math.ceil(len(x) / 512)
+    epochs = max(30, math.ceil(1000 / batches))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * batches)
+    with torch.enable_grad():
+        for _ in range(epochs):
+            for index in torch.randperm(len(x), generator=generator).split(512):
+                loss = F.cross_entropy(classifier(x[index]), y[index])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+    with torch.no_grad():
+        return (classifier((test.float() - mean) / std).argmax(dim=1) == test_labels).float().mean().item()
+
+
+def scores(run_dir: Path) -> dict[str, float]:
+    """One checkpoint under the three probes (labelled training samples only, as every probe skips -1)."""
+    run = load_trained(run_dir / "checkpoints" / "last.pt")
+    train, test = backbone_features(run, run.data.train), backbone_features(run, run.data.test)
+    keep = run.data.train.labels >= 0
+    labels, test_labels = run.data.train.labels[keep], run.data.test.labels
+    tuned, l2 = tuned_probe(train[keep], labels, test, test_labels, run.cfg.eval.probe_l2, run.cfg.seed)
+    return {"AdamW (before 7251a56)": adamw_probe(train[keep], labels, test, test_labels, run.cfg.seed),
+            f"L-BFGS, L2 {PROBE_L2:g} for all": linear_probe(train[keep], labels, test, test_labels),
+            "L-BFGS, L2 chosen per representation": tuned, "chosen L2": l2}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("better", type=Path, help="an entry's folder (its seedS/ runs)")
+    parser.add_argument("worse", type=Path)
+    args = parser.parse_args()
+    seeds = sorted({p.parent.name for p in args.better.glob("seed*/final.json")}
+                   & {p.parent.name for p in args.worse.glob("seed*/final.json")})
+    found = {side: {seed: scores(side / seed) for seed in seeds} for side in (args.better, args.worse)}
+    probes = [name for name in found[args.better][seeds[0]] if name != "chosen L2"]
+    cells = []
+    for probe in probes:
+        a, b = ({int(s[4:]): found[side][s][probe] for s in seeds} for side in (args.better, args.worse))
+        cells.append([probe, f"{sum(a.values()) / len(a):.4f}", f"{sum(b.values()) / len(b):.4f}",
+                      f"{paired_difference(a, b):+.4f}"])
+    print(markdown_table(["probe", args.better.name, args.worse.name, "paired difference [95% interval]"], cells))
+    for side in (args.better, args.worse):
+        print(f"{side.name}: L2 chosen per seed {[found[side][s]['chosen L2'] for s in seeds]}")
+    print(f"seeds: {', '.join(seeds)}")
+
+
+if __name__ == "__main__":
+    main()
