@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from selfsup_clusters.errors import UserError, first_line
-from selfsup_clusters.protocols import check_grid, check_protocols
+from selfsup_clusters.protocols import check_eval
 
 # Shipped inside the package, so an installed copy finds its defaults; the repository's configs/ links here.
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -155,12 +155,10 @@ class EvalConfig:
     knn_t: float = 0.1
     batch_size: int = 1024
     linear: bool = True  # after the last epoch: the linear probe on frozen features (see evaluate.tuned_probe)
-    # The linear probe's L2 penalty, chosen per representation from this grid on a split of its own training
-    # features, then refitted on all of them (docs/evaluation.md)
+    # The probe's L2 penalty, chosen per representation from this grid on its own training features (evaluation.md)
     probe_l2: list[float] = field(default_factory=lambda: [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1])
     probe_fixed_l2: float = 3e-3  # protocol linear_fixed: one penalty for every representation
-    # Wherever the linear probe runs, also these protocols, which every verdict is checked against
-    # (selfsup_clusters/protocols.py): linear_fixed, knn20, knn200
+    # Wherever the probe runs, also these protocols, which every verdict is checked against (protocols.py)
     protocols: list[str] = field(default_factory=lambda: ["linear_fixed", "knn20", "knn200"])
     cluster_metrics: bool = True  # after the last epoch: k-means (K = classes) on test features, NMI/AMI/ARI
     projector: int = 1000  # after the last epoch: this many test images to TensorBoard's projector (0 = off)
@@ -373,9 +371,7 @@ def validate(cfg: Config) -> None:
                                                 f"{', '.join(OPTIMIZER_KERNELS)}"),
         (0 < cfg.augment.crop_scale[0] <= cfg.augment.crop_scale[1] <= 1, "augment.crop_scale must be 0<a<=b<=1"),
         (cfg.eval.knn_k >= 1, "eval.knn_k must be >= 1"),
-        (check_grid(cfg.eval.probe_l2) is None, check_grid(cfg.eval.probe_l2)),
-        (cfg.eval.probe_fixed_l2 > 0, f"eval.probe_fixed_l2={cfg.eval.probe_fixed_l2}: the penalty must be above 0"),
-        (check_protocols(cfg.eval.protocols) is None, check_protocols(cfg.eval.protocols)),
+        (check_eval(cfg.eval) is None, check_eval(cfg.eval)),
         (all(1 <= epoch <= cfg.epochs for epoch in cfg.eval.at),
          f"eval.at={list(cfg.eval.at)} names an epoch outside 1..{cfg.epochs} (epochs are counted from 1)"),
         (cfg.clusters.features in ("memory", "forward"), "clusters.features must be 'memory' or 'forward'"),

@@ -52,6 +52,14 @@ def check_grid(grid: Sequence[float]) -> str | None:
     return None
 
 
+def check_eval(cfg) -> str | None:
+    """None for an EvalConfig whose penalty grid, fixed penalty and protocol names are usable, else the first
+    problem in one line."""
+    if not cfg.probe_fixed_l2 > 0:
+        return f"eval.probe_fixed_l2={cfg.probe_fixed_l2}: the penalty must be above 0"
+    return check_grid(cfg.probe_l2) or check_protocols(cfg.protocols)
+
+
 def checked(names: Sequence[str]) -> list[Protocol]:
     """The deciding protocol and the ones it is checked against, in that order."""
     return [FAMILY[DECIDING], *(FAMILY[name] for name in names if name != DECIDING)]

@@ -1,7 +1,8 @@
 """Which change of the linear probe moved a comparison: the same checkpoints scored by the probe before the L-BFGS
-change (AdamW, our commit 7251a56's parent), by the L-BFGS probe at one fixed penalty for every representation
-(0.003, issue 29's), and by the probe whose penalty is chosen per representation (issue 36's; evaluate.tuned_probe),
-each as the paired difference better - worse over the seeds both entries share (95% t-interval).
+change (AdamW, as commit 7251a56's parent had it: tools/bench_probe.adamw_probe), by the L-BFGS probe at one fixed
+penalty for every representation (0.003, issue 29's), and by the probe whose penalty is chosen per representation
+(issue 36's; evaluate.tuned_probe), each as the paired difference better - worse over the seeds both entries share
+(95% t-interval).
 
     .venv/bin/python tools/probe_history.py runs/claims_cpu/cl-infonce_kmeans400 runs/claims_cpu/pcl_kmeans400
 
@@ -11,49 +12,19 @@ Features of each checkpoint (RUN/seedS/checkpoints/last.pt) are extracted once, 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_probe import adamw_probe  # noqa: E402 - the probe before 7251a56, as it was
 
 from selfsup_clusters.evaluate import PROBE_L2, linear_probe, tuned_probe  # noqa: E402
 from selfsup_clusters.intervals import paired_difference  # noqa: E402
 from selfsup_clusters.run import load_trained  # noqa: E402
 from selfsup_clusters.run_eval import backbone_features  # noqa: E402
 from selfsup_clusters.tables import markdown_table  # noqa: E402
-
-
-def adamw_probe(train: torch.Tensor, labels: torch.Tensor, test: torch.Tensor, test_labels: torch.Tensor,
-                seed: int = 0) -> float:
-    """The probe before 7251a56, as it was (git show 7251a56^:selfsup_clusters/evaluate.py): standardised
-    features, one nn.Linear, AdamW lr 1e-3 weight decay 1e-5, batch 512, 30 epochs but at least 1,000 steps,
-    cosine schedule; kept here, not in the package, to re-measure old numbers only."""
-    x, y = train.float(), labels
-    mean, std = x.mean(dim=0), x.std(dim=0).clamp_min(1e-6)
-    x = (x - mean) / std
-    generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        classifier = nn.Linear(x.shape[1], int(max(y.max(), test_labels.max())) + 1)
-    optimizer = torch.optim.AdamW(classifier.parameters(), lr=1e-3, weight_decay=1e-5)
-    batches = math.ceil(len(x) / 512)
-    epochs = max(30, math.ceil(1000 / batches))
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * batches)
-    with torch.enable_grad():
-        for _ in range(epochs):
-            for index in torch.randperm(len(x), generator=generator).split(512):
-                loss = F.cross_entropy(classifier(x[index]), y[index])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-    with torch.no_grad():
-        return (classifier((test.float() - mean) / std).argmax(dim=1) == test_labels).float().mean().item()
 
 
 def scores(run_dir: Path) -> dict[str, float]:
