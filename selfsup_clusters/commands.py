@@ -118,8 +118,8 @@ def run_suite(args: argparse.Namespace, train_runs, outputs: str, default_seeds:
     it is refused), then its report; exit status 1 when some run failed. `train_runs(user, rule, first, out)`."""
     user, rule, first = shared_runs(args, default_seeds)
     with hold_folder(args.out):
-        remember_command(args)
         report, failures = train_runs(user, rule, first, Path(args.out))
+        remember_command(args)  # once its tables are written: a refused command leaves the folder as it was
     print(report)
     print(f"written to {args.out}/{outputs}")
     return 1 if failures else 0
@@ -129,6 +129,7 @@ COMMAND_FILE = "command.json"  # a suite folder's command line, which `rescore` 
 
 
 def remember_command(args: argparse.Namespace) -> None:
+    """DIR/command.json: the command line that wrote a suite folder's tables, and the folder it ran in."""
     from selfsup_clusters.files import atomic_write
 
     record = {"argv": list(getattr(args, "argv", None) or []), "cwd": os.getcwd()}
@@ -158,7 +159,8 @@ def rescore(args: argparse.Namespace) -> list[str] | None:
         return None
     record = json.loads(recorded.read_text())
     print(f"[rescore] rewriting the tables: selfsup-clusters {' '.join(record['argv'])}", flush=True)
-    os.chdir(record["cwd"])
+    if Path(record["cwd"]).is_dir():  # its relative paths (--config, --out) are from there
+        os.chdir(record["cwd"])
     return record["argv"]
 
 

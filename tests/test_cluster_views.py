@@ -145,3 +145,15 @@ def test_followed_clusters_are_found_again_after_k_means_renumbers_them(tmp_path
     (tmp_path / "clusters" / "epoch0002.npz").write_bytes(b"not a zip")
     with pytest.raises(UserError, match="not a readable assignments file"):
         load_clusters(tmp_path, 2)
+
+
+def test_a_followed_cluster_already_shown_is_one_row_with_both_roles_and_is_followed_on():
+    from selfsup_clusters.clusters.gallery import choose_rows
+
+    before = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
+    now = np.array([6, 6, 6, 6, 6, 6, 5, 5, 4, 7])  # the followed cluster 0 is now inside the largest, 6
+    previous = Clustering("kmeans8", before, 8, gallery=GalleryRows(np.array([0]), ["random"], np.zeros((1, 8), int)))
+    chosen, roles = choose_rows(now, 8, np.random.default_rng(0), previous)
+    assert chosen.count(6) == 1 and roles[chosen.index(6)] == "largest; follows #0 (100% kept)"
+    shown = Clustering("kmeans8", now, 8, gallery=GalleryRows(np.array(chosen), roles, np.zeros((len(chosen), 8), int)))
+    assert (6, "follows #6 (100% kept)") in follow(shown, now)  # the lineage goes on from the merged row

@@ -53,9 +53,12 @@ def choose_rows(ids: np.ndarray, num_clusters: int, rng: np.random.Generator,
             chosen.append(int(c))
             roles.append("smallest")
     followed = follow(previous, ids) if previous is not None else []
-    for c, role in followed:
-        chosen.append(c)
-        roles.append(role)
+    for c, role in followed:  # a followed cluster already shown (one of the largest, say) is one row with both roles
+        if c in chosen:
+            roles[chosen.index(c)] += f"; {role}"
+        else:
+            chosen.append(c)
+            roles.append(role)
     if not followed:
         rest = np.setdiff1d(occupied, chosen)
         picks = rng.choice(rest, size=min(RANDOM, rest.size), replace=False) if rest.size else []
@@ -72,7 +75,7 @@ def follow(previous: Clustering, ids: np.ndarray) -> list[tuple[int, str]]:
         return []
     out = []
     for c, role in zip(rows.clusters.tolist(), rows.roles, strict=True):
-        if role == "random" or role.startswith("follows"):
+        if role == "random" or "follows" in role:
             now = ids[previous.ids == c]
             if now.size:
                 counts = np.bincount(now)
