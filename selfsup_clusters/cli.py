@@ -9,8 +9,8 @@ import sys
 
 from selfsup_clusters import commands
 from selfsup_clusters.clusters.spec import SPEC_HELP
-from selfsup_clusters.errors import DIVERGED, Diverged, Interrupted, UserError
-from selfsup_clusters.stopping import STOPPED
+from selfsup_clusters.core.errors import DIVERGED, Diverged, Interrupted, UserError
+from selfsup_clusters.training.stopping import STOPPED
 
 
 def build_parser() -> argparse.ArgumentParser:

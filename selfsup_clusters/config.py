@@ -15,8 +15,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from selfsup_clusters.errors import UserError, first_line
-from selfsup_clusters.protocols import check_eval
+from selfsup_clusters.core.errors import UserError, first_line
+from selfsup_clusters.evaluation.protocols import check_eval
 
 # Shipped inside the package, so an installed copy finds its defaults; the repository's configs/ links here.
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -90,7 +90,7 @@ class ModelConfig:
     proj_dim: int = 128
     channels_last: bool = True  # NHWC memory layout: measured ~15% faster for ResNets on this CPU
     # CPU: convolutions with a 1x1 output (a ResNet's last stage at 28 px) as unfold + matmul; oneDNN's backward
-    # for them measured 6x slower (selfsup_clusters/backbones.py, PointOutputConv2d)
+    # for them measured 6x slower (selfsup_clusters/methods/backbones.py, PointOutputConv2d)
     point_conv_matmul: bool = True
     compile: bool = False  # torch.compile the backbone (a minute or more of compiling first; pays off on GPUs)
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (all ranks), not per rank
@@ -183,7 +183,7 @@ class CheckpointConfig:
 
 @dataclass
 class ClaimsConfig:
-    """The `claims` command only: the cluster sources its comparisons use (selfsup_clusters/claims.py)."""
+    """The `claims` command only: the cluster sources its comparisons use (selfsup_clusters/studies/claims.py)."""
 
     auxiliary: str = "wordnet:8"  # C1, C3: the auxiliary clusters Cl-InfoNCE (and CE) learn from
     kmeans: int = 1000  # C2: K of cl-infonce's and pcl's k-means (the same K for both)

@@ -1,8 +1,8 @@
 """The config a run trains with: typed defaults <- the method's recipe <- YAML file <- `key=value`.
 
 Above the method registry, so that the schema (config.py) imports no method: `config.read_config` merges and
-validates, and this module lays each method's recipe (selfsup_clusters/methods.py) beneath what the user writes,
-so `--method moco` trains at MoCo's recipe unless a file or override says otherwise.
+validates, and this module lays each method's recipe (selfsup_clusters/methods/registry.py) beneath what the user
+writes, so `--method moco` trains at MoCo's recipe unless a file or override says otherwise.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from selfsup_clusters.clusters.spec import parse_spec
 from selfsup_clusters.config import Config, read_config
-from selfsup_clusters.methods import METHODS, method_class
+from selfsup_clusters.methods.registry import METHODS, method_class
 
 
 def recipe(method: str) -> dict:

@@ -89,7 +89,7 @@ def metrics(run_dir):
 @contextlib.contextmanager
 def interrupting_after_a_checkpoint(monkeypatch):
     """Within the block, training stops (as by Ctrl-C) right after it writes a checkpoint."""
-    from selfsup_clusters import trainer
+    from selfsup_clusters.training import trainer
 
     real_save = trainer.save_checkpoint
 
@@ -104,9 +104,9 @@ def interrupting_after_a_checkpoint(monkeypatch):
 
 def interrupted_run(overrides, monkeypatch):
     """Train with `overrides`, interrupted (as by Ctrl-C) right after the first epoch's checkpoint."""
-    from selfsup_clusters import trainer
-    from selfsup_clusters.errors import UserError
+    from selfsup_clusters.core.errors import UserError
     from selfsup_clusters.recipes import load_config
+    from selfsup_clusters.training import trainer
 
     with interrupting_after_a_checkpoint(monkeypatch), pytest.raises(UserError, match="--resume"):
         trainer.train(load_config(overrides=overrides))

@@ -14,8 +14,8 @@ import torch
 from selfsup_clusters.cli import main
 from selfsup_clusters.data import load_dataset
 from selfsup_clusters.recipes import load_config
-from selfsup_clusters.run import load_trained
-from selfsup_clusters.trainer import train
+from selfsup_clusters.training.run import load_trained
+from selfsup_clusters.training.trainer import train
 from tests.conftest import TINY, needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist

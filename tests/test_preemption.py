@@ -13,9 +13,9 @@ import time
 import pytest
 import torch
 
-from selfsup_clusters.checkpoint import load_checkpoint
 from selfsup_clusters.cli import main
-from selfsup_clusters.stopping import STOPPED
+from selfsup_clusters.training.checkpoint import load_checkpoint
+from selfsup_clusters.training.stopping import STOPPED
 from tests.conftest import TINY, needs_fashion_mnist
 
 # 128 steps an epoch (about 1.3 s here): a signal sent 0.4 s after epoch 1 ends lands among epoch 2's steps. k-means

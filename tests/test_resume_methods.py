@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfsup_clusters import trainer
-from selfsup_clusters.errors import UserError
+from selfsup_clusters.core.errors import UserError
 from selfsup_clusters.recipes import load_config
-from selfsup_clusters.trainer import resume, train
+from selfsup_clusters.training import trainer
+from selfsup_clusters.training.trainer import resume, train
 from tests.conftest import TINY, metrics, needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
@@ -73,7 +73,7 @@ def test_resume_is_exact(tmp_path, monkeypatch, method):
 
 
 def test_eval_reproduces_the_runs_own_final_knn(tmp_path):
-    from selfsup_clusters.run_eval import evaluate_checkpoint
+    from selfsup_clusters.training.run_eval import evaluate_checkpoint
 
     run = tmp_path / "run"
     final = train(load_config(overrides=[*TINY, *QUICK, "epochs=1", "method=cl-infonce", "clusters.spec=kmeans:8",

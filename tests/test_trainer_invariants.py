@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from selfsup_clusters.bench import synthetic_dataset
-from selfsup_clusters.logger import NullLogger
 from selfsup_clusters.recipes import load_config
-from selfsup_clusters.run import build_optimizer, setup
-from selfsup_clusters.run_eval import backbone_features, evaluate
-from selfsup_clusters.trainer import clustering_due, train_epoch, update_clusters
+from selfsup_clusters.studies.bench import synthetic_dataset
+from selfsup_clusters.training.logger import NullLogger
+from selfsup_clusters.training.run import build_optimizer, setup
+from selfsup_clusters.training.run_eval import backbone_features, evaluate
+from selfsup_clusters.training.trainer import clustering_due, train_epoch, update_clusters
 from tests.conftest import TINY
 
 SMALL = ["precision=fp32", "batch_size=32", "data.image_size=16", "eval.batch_size=64", "eval.projector=0",
@@ -87,7 +87,7 @@ def captured_kmeans_input(run, epoch: int) -> torch.Tensor:
 
 
 def test_kmeans_clusters_the_bank_once_it_is_full_and_a_fresh_pass_otherwise(tmp_path):
-    from selfsup_clusters.evaluate import extract_features
+    from selfsup_clusters.evaluation.evaluate import extract_features
 
     run = small_run(tmp_path, "cl-infonce")  # features=memory; epoch 0 clustered a fresh pass (empty bank)
     train_epoch(run, 0, NullLogger())
@@ -105,7 +105,7 @@ def test_kmeans_clusters_the_bank_once_it_is_full_and_a_fresh_pass_otherwise(tmp
 
 
 def test_kmeans_before_the_bank_is_full_uses_a_fresh_pass(tmp_path):
-    from selfsup_clusters.evaluate import extract_features
+    from selfsup_clusters.evaluation.evaluate import extract_features
 
     run = small_run(tmp_path, "cl-infonce")
     run.memory.seen[:10] = True  # only some samples seen: the bank still holds random vectors
