@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -113,22 +114,6 @@ class OptimConfig:
 
 
 @dataclass
-class MethodConfig:
-    """Method settings; a method ignores those it does not use. Each method's recipe sets its own values."""
-
-    temperature: float | None = None  # contrastive methods: None = the method's recipe; ce/supervised use none
-    # contrastive methods: multiply the loss by T / base_temperature (SupCon's and the official Cl-InfoNCE code's
-    # scaling, which makes the gradient's size independent of T); None: no scaling
-    base_temperature: float | None = None
-    momentum: float = 0.99  # moco/pcl: EMA of the key encoder
-    queue_size: int = 4096  # moco/pcl: negative keys in the queue
-    symmetric: bool = False  # moco/pcl: both views are queries (loss averaged over the two directions)
-    shuffle_bn_splits: int = 4  # moco/pcl on one device: BatchNorm over this many shuffled groups (shuffle-BN)
-    key_queue: int = 0  # cl-infonce: past embeddings kept (with their samples' cluster ids) as extra keys; 0 = off
-    proto_negatives: int = 1024  # pcl: negative prototypes sampled per clustering (r); all when K-1 is fewer
-
-
-@dataclass
 class ClusterConfig:
     """Where cluster ids come from and when k-means re-runs (see selfsup_clusters/clusters/)."""
 
@@ -220,7 +205,10 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    method_args: MethodConfig = field(default_factory=MethodConfig)
+    # The chosen method's own options (temperature, queue_size, ...): declared as a dataclass in the method's file
+    # (Method.Options) with its reference's defaults; a mapping here, which recipes.load_config checks against that
+    # class and makes an instance of it (the schema imports no method). Only that method's options are recorded.
+    method_args: Any = field(default_factory=dict)
     clusters: ClusterConfig = field(default_factory=ClusterConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -377,9 +365,6 @@ def validate(cfg: Config) -> None:
         (cfg.clusters.features in ("memory", "forward"), "clusters.features must be 'memory' or 'forward'"),
         (cfg.clusters.every >= 1 and cfg.clusters.warmup >= 0, "clusters.every must be >= 1, clusters.warmup >= 0"),
         (cfg.precision in PRECISIONS, f"precision={cfg.precision!r}; use one of {', '.join(PRECISIONS)}"),
-        (cfg.method_args.temperature is None or cfg.method_args.temperature > 0, "method_args.temperature must be > 0"),
-        (cfg.method_args.base_temperature is None or cfg.method_args.base_temperature > 0,
-         "method_args.base_temperature must be > 0 (or null: no loss scaling)"),
         (0 <= cfg.data.val_fraction < 1, "data.val_fraction must lie in [0, 1): e.g. 0.1 holds 10% out"),
         (cfg.claims.level_seeds >= 0, "claims.level_seeds must be >= 0 (0: every seed)"),
         (cfg.claims.margin > 0, f"claims.margin={cfg.claims.margin}: the equivalence margin must be above 0, e.g. "

@@ -74,6 +74,23 @@ TINY = [
 ]
 
 
+def every_method(extras: dict[str, list[str]], spec: str = "kmeans:8", slow_but: tuple[str, ...] | None = None):
+    """pytest params of every registered method, for a test of a property all methods must have: `method=NAME`
+    plus `extras[NAME]` where the test sizes that method (small queues, its clusters), else its defaults with
+    `clusters.spec=SPEC` when it needs clusters. A method added to the registry gets the test without editing it.
+    `slow_but`: only these run by default; the others are marked slow (`-m slow`)."""
+    from selfsup_clusters.methods.registry import METHODS
+
+    unknown = set(extras) - set(METHODS)
+    assert not unknown, f"settings for methods the registry does not hold: {unknown}"
+    params = []
+    for name, kind in METHODS.items():
+        default = [f"clusters.spec={spec}"] if kind.needs_cluster_spec else []
+        marks = [pytest.mark.slow] if slow_but is not None and name not in slow_but else []
+        params.append(pytest.param(name, [f"method={name}", *extras.get(name, default)], id=name, marks=marks))
+    return params
+
+
 @pytest.fixture
 def tiny_overrides(tmp_path):
     return [*TINY, f"out={tmp_path / 'run'}"]

@@ -217,7 +217,7 @@ def test_point_output_conv_gives_nn_conv2d_outputs_and_gradients(monkeypatch, si
     the weight's gradient keeps the weight's memory layout (the optimizer step slows down on mixed layouts)."""
     import copy
 
-    from selfsup_clusters.methods.registry import backbones
+    from selfsup_clusters.methods import backbones
 
     calls, apply = [], backbones.WindowConv.apply
     monkeypatch.setattr(backbones.WindowConv, "apply", lambda *a: calls.append(1) or apply(*a))
@@ -250,7 +250,7 @@ def test_point_output_conv_under_bf16_autocast_is_nn_conv2d_in_bf16():
     precision, a bf16 output, float32 gradients for float32 weights."""
     import copy
 
-    from selfsup_clusters.methods.registry import backbones
+    from selfsup_clusters.methods import backbones
 
     torch.manual_seed(0)
     reference = torch.nn.Conv2d(64, 32, 3, stride=2, padding=1).to(memory_format=torch.channels_last)

@@ -53,7 +53,7 @@ def overrides(tmp_path: Path, *extra: str) -> list[str]:
 @needs_data
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_trains_an_epoch_with_its_data_on_the_device(tmp_path, method):
-    spec = CLUSTERS.get(method, "labels") if METHODS[method].uses_clusters else "none"
+    spec = CLUSTERS.get(method, "labels") if METHODS[method].needs_cluster_spec else "none"
     run = setup(load_config(overrides=overrides(tmp_path, f"method={method}", f"clusters.spec={spec}")))
     assert run.data.train.images.device.type == run.device.type == torch.device(DEVICE).type
     if ON_GPU:

@@ -141,7 +141,7 @@ def test_tune_rejects_a_bad_grid(capsys):
 def tiny(name: str, *overrides: str):
     cfg = load_config(overrides=[*TINY, f"method={name}", "batch_size=16", "method_args.queue_size=40", *overrides])
     torch.manual_seed(0)
-    method = build_method(cfg, in_chans=1, num_clusters=[10] if METHODS[name].uses_clusters else None)
+    method = build_method(cfg, in_chans=1, num_clusters=[10] if METHODS[name].needs_cluster_spec else None)
     return method.train()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import timm
 import torch
 from torch import nn
 
@@ -20,6 +19,8 @@ def create_backbone(cfg: ModelConfig, in_chans: int) -> nn.Module:
     stem="small" replaces a ResNet's 7x7/stride-2 conv and max-pool by a 3x3/stride-1 conv, the usual choice for
     28-96 px images: it keeps the spatial resolution (16x the activations, and the cost) through the network.
     """
+    import timm  # here: the command line reads the registry (--help) without paying timm's start-up
+
     if not timm.is_model(cfg.backbone):
         close = timm.list_models(f"*{cfg.backbone.split('_')[0][:6]}*")[:8]
         hint = f" (similar: {', '.join(close)})" if close else ""

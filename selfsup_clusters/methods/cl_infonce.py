@@ -18,25 +18,39 @@ anchors).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from selfsup_clusters.core import distributed
 from selfsup_clusters.methods.backbones import projection_head
-from selfsup_clusters.methods.base import Method
+from selfsup_clusters.methods.base import ContrastiveOptions, Method
 from selfsup_clusters.methods.losses import cluster_info_nce
 from selfsup_clusters.methods.memory import ring_write
 
 
+@dataclass
+class ClInfoNCEOptions(ContrastiveOptions):
+    temperature: float = 0.1
+    key_queue: int = 0  # past embeddings kept (with their samples' cluster ids) as extra keys; 0 = off
+
+    def check(self) -> str | None:
+        if self.key_queue < 0:
+            return f"method_args.key_queue must be >= 0 (got {self.key_queue})"
+        return super().check()
+
+
 class ClInfoNCE(Method):
     name = "cl-infonce"
-    uses_clusters = True
+    Options = ClInfoNCEOptions
+    needs_cluster_spec = True
     learns_from = "clusters: every view of a sample in the anchor's cluster is a positive"
     # The paper and its official code (Tsai et al. 2022): T 0.1, SGD nesterov momentum 0.95, wd 1e-4, no loss
     # scaling by default (docs/recipes.md); lr 0.2 per 256 chosen on the validation split with `tune` from
     # {0.05 (the official 0.01-0.03 at batch 128), 0.2, 0.5} (docs/recipes.md).
     recipe = {"optim.name": "sgd", "optim.lr": 0.2, "optim.momentum": 0.95, "optim.nesterov": True,
-              "optim.weight_decay": 1e-4, "method_args.temperature": 0.1, "method_args.base_temperature": None}
+              "optim.weight_decay": 1e-4}
     reference = "Tsai et al. 2022 (Cl-InfoNCE), arXiv 2106.02869, official code's SGD settings"
 
     def __init__(self, cfg, backbone, **kwargs):
@@ -44,7 +58,7 @@ class ClInfoNCE(Method):
         self.projector = projection_head(self.feature_dim, cfg.model.proj_hidden_dim, cfg.model.proj_dim)
         self.cluster_ids: list[torch.Tensor] = []  # (N,) per clustering; not in the state_dict (the checkpoint
         # keeps the assignments and the trainer hands them back on resume)
-        size = cfg.method_args.key_queue
+        size = self.args.key_queue
         self.register_buffer("queue", torch.zeros(size, cfg.model.proj_dim))
         self.register_buffer("queue_index", torch.full((size,), -1, dtype=torch.long))  # -1: empty slot
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))

@@ -265,7 +265,7 @@ def run_bench(args) -> dict:
     peak = None
     with tempfile.TemporaryDirectory() as tmp:
         for name in methods:
-            spec = args.clusters if method_class(name).uses_clusters else "none"
+            spec = args.clusters if method_class(name).needs_cluster_spec else "none"
             method_cfg = load_config(overrides=[*base, f"method={name}", f"clusters.spec={spec}", f"out={tmp}/{name}"])
             if peak is None:  # the dtype is the run's resolved precision
                 precision = resolve_precision(method_cfg.precision, device)

@@ -47,7 +47,7 @@ def plan(methods: list[str], clusters_for: dict[str, list[str]], shared_clusters
         raise UserError(f"--clusters-for names {', '.join(sorted(unused))}, which is not in --methods")
     entries = []
     for method in methods:
-        if not method_class(method).uses_clusters:
+        if not method_class(method).needs_cluster_spec:
             if method in clusters_for:
                 raise UserError(f"{method} does not learn from clusters; drop it from --clusters-for")
             entries.append(Entry(method))

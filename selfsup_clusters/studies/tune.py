@@ -67,9 +67,9 @@ def tune(user: UserConfig, method: str, grid: dict[str, list[str]], seeds: list[
     kind = method_class(method)
     base = user.load(f"method={method}")
     clusters = base.clusters.spec
-    if kind.uses_clusters and clusters == "none":
+    if kind.needs_cluster_spec and clusters == "none":
         raise UserError(f"{method} learns from clusters; pass --clusters (e.g. wordnet:8, kmeans:100)")
-    if not kind.uses_clusters:
+    if not kind.needs_cluster_spec:
         clusters = "none"
     if base.data.val_fraction == 0:
         user = UserConfig(user.path, (*user.overrides, f"data.val_fraction={DEFAULT_VAL_FRACTION}"))

@@ -30,7 +30,7 @@ from selfsup_clusters.data.augment import BatchAugment
 from selfsup_clusters.data.loader import Batches, make_batches
 from selfsup_clusters.methods.base import Method
 from selfsup_clusters.methods.memory import MemoryBank
-from selfsup_clusters.methods.registry import build_method, method_class
+from selfsup_clusters.methods.registry import build_method, method_class, method_options
 from selfsup_clusters.training.checkpoint import load_checkpoint, mismatch
 from selfsup_clusters.training.run_identity import check_identity, new_run_id, write_config_file
 
@@ -154,7 +154,10 @@ def config_from_checkpoint(checkpoint: dict, overrides: list[str] | None = None)
     optim = saved.get("optim", {})
     if "foreach" in optim:
         optim["kernel"] = "foreach" if optim.pop("foreach") else "loop"
-    return merge_overrides(OmegaConf.merge(OmegaConf.structured(Config), saved), overrides or [])
+    cfg = merge_overrides(OmegaConf.merge(OmegaConf.structured(Config), saved), overrides or [])
+    # A checkpoint from before per-method options holds every method's settings: its own are kept
+    cfg.method_args = method_options(cfg.method, cfg.method_args)
+    return cfg
 
 
 def build_clusters(cfg: Config, data: ImageDataset) -> ClusterSource | None:
@@ -200,7 +203,7 @@ def preflight(cfg: Config) -> None:
     if cfg.batch_size % distributed.world_size():
         raise UserError(f"batch_size={cfg.batch_size} is the global batch and must split evenly over the "
                         f"{distributed.world_size()} processes; pick a multiple of {distributed.world_size()}")
-    if kind.uses_clusters and cfg.clusters.spec.strip().lower() == "none":
+    if kind.needs_cluster_spec and cfg.clusters.spec.strip().lower() == "none":
         raise UserError(f"method {cfg.method!r} learns from clusters; pass --clusters (e.g. wordnet:7, kmeans:100, "
                         "labels)")
     require_faiss([need for need, used in (("k-means clusters", "kmeans" in cfg.clusters.spec.lower()),
@@ -216,6 +219,7 @@ def setup(cfg: Config, out_dir: Path | None = None, data: ImageDataset | None = 
     if (out_dir / "checkpoints" / "last.pt").exists():
         raise UserError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or pick another --out")
     preflight(cfg)
+    cfg.method_args = method_options(cfg.method, cfg.method_args)  # config.yaml records the method's own options
     run = build_run(cfg, out_dir, data)
     run.run_id = new_run_id()
     return start(run)
@@ -294,7 +298,7 @@ def restore(run: Run, checkpoint: dict) -> None:
                         "it is damaged - start a new run") from None
     if checkpoint.get("assignments") is not None:
         run.assignments = Assignments.from_state_dict(checkpoint["assignments"])
-        if run.method.uses_clusters:
+        if run.method.needs_cluster_spec:
             run.method.set_clusters(run.assignments)
     torch.set_rng_state(checkpoint["rng"]["torch"])
     random.setstate(checkpoint["rng"]["python"])

@@ -65,7 +65,7 @@ def update_clusters(run: Run, epoch: int, logger: RunLogger) -> list[dict]:
     run.assignments = distributed.broadcast_object(run.cluster_source.assign(features) if distributed.is_main()
                                                    else None)
     seconds = time.perf_counter() - start
-    if run.method.uses_clusters:
+    if run.method.needs_cluster_spec:
         for parameter in run.method.set_clusters(run.assignments):
             forget_momentum(run.optimizer, parameter)  # a fresh head must not inherit its predecessor's momentum
     spec = run.cluster_source.spec

@@ -19,13 +19,13 @@ from selfsup_clusters.methods.base import Method
 
 class ClusterCrossEntropy(Method):
     name = "ce"
-    uses_clusters = True
+    needs_cluster_spec = True
     learns_from = "clusters: a linear head on the backbone predicts each sample's cluster id (cross-entropy)"
     # The standard supervised ResNet recipe (He et al. 2016; Goyal et al. 2017: lr 0.1 per 256, momentum 0.9) with
     # CIFAR's wd 5e-4; no temperature. lr 0.1 kept after `tune` on the validation split (0.4 scored lower; see
     # docs/recipes.md).
     recipe = {"optim.name": "sgd", "optim.lr": 0.1, "optim.momentum": 0.9, "optim.nesterov": False,
-              "optim.weight_decay": 5e-4, "method_args.temperature": None}
+              "optim.weight_decay": 5e-4}
     reference = "He et al. 2016 / Goyal et al. 2017 (supervised SGD recipe); the paper's CE baseline"
 
     def __init__(self, cfg, backbone, **kwargs):
@@ -79,7 +79,7 @@ class Supervised(ClusterCrossEntropy):
     """The reference upper bound: cross-entropy on the class labels, same backbone and augmentation."""
 
     name = "supervised"
-    uses_clusters = False
+    needs_cluster_spec = False
     needs_labels = True
     learns_from = "the class labels (cross-entropy): the supervised reference"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -12,9 +13,25 @@ from torch import nn
 from selfsup_clusters.core import distributed
 from selfsup_clusters.core.errors import UserError
 from selfsup_clusters.methods.backbones import projection_head
-from selfsup_clusters.methods.base import Method
+from selfsup_clusters.methods.base import ContrastiveOptions, Method
 from selfsup_clusters.methods.losses import info_nce
 from selfsup_clusters.methods.memory import ring_write
+
+
+@dataclass
+class MoCoOptions(ContrastiveOptions):
+    """MoCo v2's settings, at the reference's values (see MoCo.recipe's comment for where each comes from)."""
+
+    temperature: float = 0.2
+    momentum: float = 0.99  # EMA of the key encoder
+    queue_size: int = 4096  # negative keys in the queue
+    symmetric: bool = False  # both views are queries (the loss averaged over the two directions)
+    shuffle_bn_splits: int = 4  # on one device: BatchNorm over this many shuffled groups (shuffle-BN)
+
+    def check(self) -> str | None:
+        if self.queue_size < 1:
+            return f"method_args.queue_size must be >= 1 (got {self.queue_size})"
+        return super().check()
 
 
 def forward_in_groups(encoder: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -40,21 +57,19 @@ class MoCo(Method):
     """
 
     name = "moco"
+    Options = MoCoOptions
     learns_from = "instances: a query against its momentum key and a queue of past keys"
     # MoCo v2, facebookresearch/moco main_moco.py (--lr 0.03 --mlp --moco-t 0.2 --aug-plus --cos, batch 256, SGD
     # momentum 0.9, wd 1e-4); queue 4096 and key momentum 0.99 from the repository's CIFAR-10 demo (small data).
     # The asymmetric loss, as the reference: the symmetric one scored lower at equal epochs on the validation split
     # and costs 1.8x the time (docs/recipes.md).
     recipe = {"optim.name": "sgd", "optim.lr": 0.03, "optim.momentum": 0.9, "optim.nesterov": False,
-              "optim.weight_decay": 1e-4, "method_args.temperature": 0.2, "method_args.momentum": 0.99,
-              "method_args.queue_size": 4096, "method_args.symmetric": False}
+              "optim.weight_decay": 1e-4}
     reference = "He et al. 2020 / Chen et al. 2020 (MoCo v2), facebookresearch/moco main_moco.py"
 
     def __init__(self, cfg, backbone, **kwargs):
         super().__init__(cfg, backbone, **kwargs)
-        args = cfg.method_args
-        if args.queue_size < 1:
-            raise UserError(f"method {self.name!r} needs method_args.queue_size >= 1 (got {args.queue_size})")
+        args: MoCoOptions = self.args
         if not 1 <= args.shuffle_bn_splits <= cfg.batch_size // distributed.world_size() // 2:
             raise UserError(f"method_args.shuffle_bn_splits={args.shuffle_bn_splits} needs 1 <= splits <= "
                             f"batch_size/2 per process (BatchNorm needs 2 samples per chunk); lower it or raise "

@@ -4,15 +4,26 @@ k-means clusters of the momentum features, as facebookresearch/PCL main_pcl.py a
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from selfsup_clusters.core.errors import UserError
-from selfsup_clusters.methods.baselines.moco import MoCo
+from selfsup_clusters.methods.baselines.moco import MoCo, MoCoOptions
 from selfsup_clusters.methods.losses import proto_nce
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PCLOptions(MoCoOptions):
+    proto_negatives: int = 16384  # negative prototypes sampled per clustering (r); all when K-1 is fewer
+
+    def check(self) -> str | None:
+        if self.proto_negatives < 0:
+            return f"method_args.proto_negatives must be >= 0 (got {self.proto_negatives})"
+        return super().check()
 
 
 def pcl_concentration(distance: np.ndarray, ids: np.ndarray, num_clusters: int, temperature: float) -> np.ndarray:
@@ -64,25 +75,24 @@ class PCL(MoCo):
     """
 
     name = "pcl"
-    uses_clusters = True
+    Options = PCLOptions
+    needs_cluster_spec = True
     learns_from = "instances (MoCo) + k-means prototypes of several K (ProtoNCE)"
     # facebookresearch/PCL main_pcl.py: SGD lr 0.03 per 256, momentum 0.9, wd 1e-4, T 0.2, cosine, k-means with
     # nredo 5 on a fresh eval-mode pass of the momentum encoder over centre views (compute_features), phi's mean
     # tied to T, r = 16384 negative prototypes (we sample up to K-1). Deviations: spherical k-means (PCL: L2 on
     # normalised features, then normalised centroids); warm-up 1 epoch (PCL: 20 of 200, i.e. 10%).
-    recipe = {**MoCo.recipe, "method_args.proto_negatives": 16384, "clusters.nredo": 5,
+    recipe = {**MoCo.recipe, "clusters.nredo": 5,
               "clusters.features": "forward", "clusters.warmup": 1}
     reference = "Li et al. 2021 (PCL v1), facebookresearch/PCL main_pcl.py"
 
     def __init__(self, cfg, backbone, **kwargs):
         super().__init__(cfg, backbone, **kwargs)
-        if cfg.method_args.proto_negatives < 0:
-            raise UserError(f"method_args.proto_negatives must be >= 0 (got {cfg.method_args.proto_negatives})")
         fixed = [str(part) for part in self.cluster_spec.parts if not part.dynamic]
         if fixed:
             raise UserError(f"method 'pcl' learns from k-means prototypes only, and '{fixed[0]}' is not k-means; "
                             "use k-means parts only, e.g. --clusters kmeans:500,1000 or kmeans:500+kmeans:1000@0.5")
-        self.proto_negatives = cfg.method_args.proto_negatives
+        self.proto_negatives = self.args.proto_negatives
         crowded = [k for k in self.num_clusters if k <= 2 * cfg.batch_size]
         if crowded:
             # With K near the batch size most clusters hold a query of the batch, so few negative prototypes are
