@@ -27,7 +27,7 @@ def _version() -> str:
 __version__ = _version()
 
 _EXPORTS = {
-    "cluster_info_nce": "selfsup_clusters.losses",
+    "cluster_info_nce": "selfsup_clusters.methods.losses",
     "AuxiliaryInfo": "selfsup_clusters.data.base",
     "Assignments": "selfsup_clusters.clusters",
     "ClusterSource": "selfsup_clusters.clusters",
@@ -35,15 +35,15 @@ _EXPORTS = {
     "build_cluster_source": "selfsup_clusters.clusters",
     "Config": "selfsup_clusters.config",
     "load_config": "selfsup_clusters.recipes",
-    "METHODS": "selfsup_clusters.methods",
-    "train": "selfsup_clusters.trainer",
-    "resume": "selfsup_clusters.trainer",
-    "export_backbone": "selfsup_clusters.export",
-    "load_backbone": "selfsup_clusters.export",
-    "embed": "selfsup_clusters.export",
+    "METHODS": "selfsup_clusters.methods.registry",
+    "train": "selfsup_clusters.training.trainer",
+    "resume": "selfsup_clusters.training.trainer",
+    "export_backbone": "selfsup_clusters.training.export",
+    "load_backbone": "selfsup_clusters.training.export",
+    "embed": "selfsup_clusters.training.export",
     "load_clusters": "selfsup_clusters.clusters.archive",
-    "draw_clusters": "selfsup_clusters.cluster_views",
-    "UserError": "selfsup_clusters.errors",
+    "draw_clusters": "selfsup_clusters.training.cluster_views",
+    "UserError": "selfsup_clusters.core.errors",
 }
 
 __all__ = [  # the names of _EXPORTS, spelled out for type checkers and linters
@@ -81,14 +81,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from selfsup_clusters.cluster_views import draw_clusters
     from selfsup_clusters.clusters import Assignments, ClusterSource, KMeansOptions, build_cluster_source
     from selfsup_clusters.clusters.archive import load_clusters
     from selfsup_clusters.config import Config
+    from selfsup_clusters.core.errors import UserError
     from selfsup_clusters.data.base import AuxiliaryInfo
-    from selfsup_clusters.errors import UserError
-    from selfsup_clusters.export import embed, export_backbone, load_backbone
-    from selfsup_clusters.losses import cluster_info_nce
-    from selfsup_clusters.methods import METHODS
+    from selfsup_clusters.methods.losses import cluster_info_nce
+    from selfsup_clusters.methods.registry import METHODS
     from selfsup_clusters.recipes import load_config
-    from selfsup_clusters.trainer import resume, train
+    from selfsup_clusters.training.cluster_views import draw_clusters
+    from selfsup_clusters.training.export import embed, export_backbone, load_backbone
+    from selfsup_clusters.training.trainer import resume, train

@@ -1,6 +1,5 @@
-"""`selfsup-clusters` command line: sub-commands train, methods, tune, compare, analyze, claims, eval, export, embed,
-clusters, bench, cache. `key=value` overrides may stand anywhere among a sub-command's options. This file parses;
-what each sub-command does is commands.py's."""
+"""The `selfsup-clusters` command line: this file parses (COMMANDS, one row per sub-command); what each sub-command
+does is commands.py's. The parser's description is DESCRIPTION, written for users."""
 
 from __future__ import annotations
 
@@ -9,13 +8,18 @@ import sys
 
 from selfsup_clusters import commands
 from selfsup_clusters.clusters.spec import SPEC_HELP
-from selfsup_clusters.errors import DIVERGED, Diverged, Interrupted, UserError
-from selfsup_clusters.stopping import STOPPED
+from selfsup_clusters.core.errors import DIVERGED, Diverged, Interrupted, UserError
+from selfsup_clusters.methods.registry import METHODS
+from selfsup_clusters.training.stopping import STOPPED
+
+DESCRIPTION = ("Self-supervised representation learning from clusters: train a method (Cl-InfoNCE and its "
+               "baselines), compare and tune methods, evaluate, export and embed trained runs. `key=value` overrides "
+               "any config field, anywhere among a sub-command's options.")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """One sub-parser per row of COMMANDS: its help line and the function that adds its options."""
-    parser = argparse.ArgumentParser(prog="selfsup-clusters", description=__doc__)
+    parser = argparse.ArgumentParser(prog="selfsup-clusters", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, add_options, _) in COMMANDS.items():
         add_options(sub.add_parser(name, help=help_text))
@@ -25,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def train_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--config", help="YAML config (default: configs/fashion_mnist.yaml)")
-    train.add_argument("--method", help="simclr, cl-infonce, moco, pcl, ce, supervised (selfsup-clusters methods)")
+    train.add_argument("--method", help=f"{', '.join(METHODS)} (selfsup-clusters methods)")
     train.add_argument("--dataset", help="fashion-mnist (default), cifar10, cifar100, stl10, imagefolder:PATH, "
                                          "csv:PATH")
     train.add_argument("--data-root", help="folder holding the dataset files")

@@ -9,8 +9,8 @@ import json
 import os
 from pathlib import Path
 
-from selfsup_clusters.errors import UserError
-from selfsup_clusters.files import hold_folder, writable_folder
+from selfsup_clusters.core.errors import UserError
+from selfsup_clusters.core.files import hold_folder, writable_folder
 
 # Flags that are shorthands for config keys.
 TRAIN_FLAGS = {
@@ -41,7 +41,7 @@ def shared_runs(args: argparse.Namespace, default_seeds: str = "1"):
 
 def seed_rule(text: str, margin: float):
     """--seeds as a SeedRule; anything else one UserError."""
-    from selfsup_clusters.intervals import SeedRule
+    from selfsup_clusters.evaluation.intervals import SeedRule
 
     try:
         return SeedRule.parse(text, margin)
@@ -86,10 +86,10 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from selfsup_clusters import distributed
     from selfsup_clusters.config import to_yaml
+    from selfsup_clusters.core import distributed
     from selfsup_clusters.recipes import load_config
-    from selfsup_clusters.trainer import resume, train
+    from selfsup_clusters.training.trainer import resume, train
 
     overrides = config_overrides(args)
     if args.resume and (overrides or args.config):
@@ -107,8 +107,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def resumed_config(run_dir: str):
-    from selfsup_clusters.checkpoint import load_checkpoint
-    from selfsup_clusters.run import config_from_checkpoint
+    from selfsup_clusters.training.checkpoint import load_checkpoint
+    from selfsup_clusters.training.run import config_from_checkpoint
 
     return config_from_checkpoint(load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt"))
 
@@ -130,7 +130,7 @@ COMMAND_FILE = "command.json"  # a suite folder's command line, which `rescore` 
 
 def remember_command(args: argparse.Namespace) -> None:
     """DIR/command.json: the command line that wrote a suite folder's tables, and the folder it ran in."""
-    from selfsup_clusters.files import atomic_write
+    from selfsup_clusters.core.files import atomic_write
 
     record = {"argv": list(getattr(args, "argv", None) or []), "cwd": os.getcwd()}
     if record["argv"]:
@@ -141,7 +141,7 @@ def rescore(args: argparse.Namespace) -> list[str] | None:
     """`rescore DIR`: every finished run under DIR (DIR itself or its run folders) scored again under the protocol
     family from its final checkpoint (run_eval.rescore_run); the command line that wrote DIR's tables, when DIR is
     a suite folder that recorded one, for cli.py to run again (from its working folder)."""
-    from selfsup_clusters.run_eval import rescore_run
+    from selfsup_clusters.training.run_eval import rescore_run
 
     folder = Path(args.folder)
     runs = sorted(path.parent for path in folder.rglob("final.json")) if folder.is_dir() else []
@@ -165,7 +165,7 @@ def rescore(args: argparse.Namespace) -> list[str] | None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from selfsup_clusters.compare import compare, parse_clusters_for
+    from selfsup_clusters.studies.compare import compare, parse_clusters_for
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     clusters_for = parse_clusters_for(args.clusters_for)
@@ -174,7 +174,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from selfsup_clusters.tune import parse_grid, tune
+    from selfsup_clusters.studies.tune import parse_grid, tune
 
     grid = parse_grid(args.grid)
     return run_suite(args, lambda user, rule, first, out: tune(user, args.method, grid,
@@ -183,8 +183,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from selfsup_clusters.analyze import analyze
     from selfsup_clusters.clusters import split_spec_list
+    from selfsup_clusters.studies.analyze import analyze
 
     return run_suite(args, lambda user, rule, first, out: analyze(user, split_spec_list(args.also),
                                                                  fixed_seeds(rule, first, "analyze"), out),
@@ -192,8 +192,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
-    from selfsup_clusters.claims import budget_config, claims
     from selfsup_clusters.recipes import UserConfig
+    from selfsup_clusters.studies.claims import budget_config, claims
 
     budget = budget_config(args.budget)  # checked with --config too: a typo never starts the runs of another budget
     args.config = args.config or budget
@@ -202,7 +202,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from selfsup_clusters.run_eval import evaluate_checkpoint
+    from selfsup_clusters.training.run_eval import evaluate_checkpoint
 
     every = not (args.knn or args.linear or args.clusters)
     overrides = list(args.overrides)
@@ -217,7 +217,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from selfsup_clusters.export import export_backbone
+    from selfsup_clusters.training.export import export_backbone
 
     config = export_backbone(args.checkpoint, args.out)
     info = config["selfsup_clusters"]
@@ -229,7 +229,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from selfsup_clusters.export import embed
+    from selfsup_clusters.training.export import embed
 
     overrides = list(args.overrides)
     if args.dataset:
@@ -245,7 +245,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_clusters(args: argparse.Namespace) -> int:
     if args.run is not None:  # a run's own clusters (cluster_views.py)
-        from selfsup_clusters.cluster_views import clusters_command
+        from selfsup_clusters.training.cluster_views import clusters_command
 
         return clusters_command(args.run, args.epoch, args.out, list(args.overrides))
     if args.epoch is not None or args.out is not None:
@@ -253,7 +253,7 @@ def cmd_clusters(args: argparse.Namespace) -> int:
     from selfsup_clusters.clusters import statistics_table
     from selfsup_clusters.data import load_dataset
     from selfsup_clusters.recipes import load_config
-    from selfsup_clusters.tables import format_table
+    from selfsup_clusters.studies.tables import format_table
 
     cfg = load_config(args.config, config_overrides(args))
     data = load_dataset(cfg.data)
@@ -265,23 +265,41 @@ def cmd_clusters(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from selfsup_clusters.methods import methods_table
+    from selfsup_clusters.methods.registry import methods_table
 
     print(methods_table())
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from selfsup_clusters.bench import run_bench
+    from selfsup_clusters.studies.bench import run_bench
 
     run_bench(args)
     return 0
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from selfsup_clusters.data.cache import prepare_cache
-
     print(prepare_cache(args.config, config_overrides(args)))
     return 0
+
+
+def prepare_cache(config: str | None, overrides: list[str]) -> str:
+    """The `cache` command: build the cache a training run with this config and these overrides reads, unless it
+    is up to date; one line describing it."""
+    from dataclasses import replace
+
+    from selfsup_clusters.data import load_dataset
+    from selfsup_clusters.data.cache import cache_dataset
+    from selfsup_clusters.recipes import load_config
+
+    cfg = load_config(config, [*overrides, "data.cache=false", "data.val_fraction=0"])
+    data = load_dataset(cfg.data)  # training's subset and test subset, before any validation split is held out
+    if data.train.paths is None:
+        raise UserError(f"{cfg.data.name} is held in memory already; the cache is for --dataset imagefolder:PATH "
+                        "and csv:PATH")
+    _, info = cache_dataset(data, replace(cfg.data, cache=True))
+    state = "up to date" if info.built_seconds is None else f"built in {info.built_seconds:.1f} s"
+    return (f"{info.images} images ({len(data.train)} train, {len(data.test)} test) at {info.size}x{info.size} px "
+            f"in {info.folder}: {info.bytes / 1e6:.1f} MB, {state}")
 
 

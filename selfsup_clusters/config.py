@@ -10,13 +10,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from selfsup_clusters.errors import UserError, first_line
-from selfsup_clusters.protocols import check_eval
+from selfsup_clusters.core.errors import UserError, first_line
+from selfsup_clusters.evaluation.protocols import check_eval
 
 # Shipped inside the package, so an installed copy finds its defaults; the repository's configs/ links here.
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -90,7 +91,7 @@ class ModelConfig:
     proj_dim: int = 128
     channels_last: bool = True  # NHWC memory layout: measured ~15% faster for ResNets on this CPU
     # CPU: convolutions with a 1x1 output (a ResNet's last stage at 28 px) as unfold + matmul; oneDNN's backward
-    # for them measured 6x slower (selfsup_clusters/backbones.py, PointOutputConv2d)
+    # for them measured 6x slower (selfsup_clusters/methods/backbones.py, PointOutputConv2d)
     point_conv_matmul: bool = True
     compile: bool = False  # torch.compile the backbone (a minute or more of compiling first; pays off on GPUs)
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (all ranks), not per rank
@@ -110,22 +111,6 @@ class OptimConfig:
     # (all parameters at once; bitwise the per-tensor "loop"), "loop", or "auto": fused on a CPU (end to end on the
     # cpu budget: the same time and accuracy as foreach, docs/speed.md), foreach on a GPU (torch's own default)
     kernel: str = "auto"
-
-
-@dataclass
-class MethodConfig:
-    """Method settings; a method ignores those it does not use. Each method's recipe sets its own values."""
-
-    temperature: float | None = None  # contrastive methods: None = the method's recipe; ce/supervised use none
-    # contrastive methods: multiply the loss by T / base_temperature (SupCon's and the official Cl-InfoNCE code's
-    # scaling, which makes the gradient's size independent of T); None: no scaling
-    base_temperature: float | None = None
-    momentum: float = 0.99  # moco/pcl: EMA of the key encoder
-    queue_size: int = 4096  # moco/pcl: negative keys in the queue
-    symmetric: bool = False  # moco/pcl: both views are queries (loss averaged over the two directions)
-    shuffle_bn_splits: int = 4  # moco/pcl on one device: BatchNorm over this many shuffled groups (shuffle-BN)
-    key_queue: int = 0  # cl-infonce: past embeddings kept (with their samples' cluster ids) as extra keys; 0 = off
-    proto_negatives: int = 1024  # pcl: negative prototypes sampled per clustering (r); all when K-1 is fewer
 
 
 @dataclass
@@ -183,7 +168,7 @@ class CheckpointConfig:
 
 @dataclass
 class ClaimsConfig:
-    """The `claims` command only: the cluster sources its comparisons use (selfsup_clusters/claims.py)."""
+    """The `claims` command only: the cluster sources its comparisons use (selfsup_clusters/studies/claims.py)."""
 
     auxiliary: str = "wordnet:8"  # C1, C3: the auxiliary clusters Cl-InfoNCE (and CE) learn from
     kmeans: int = 1000  # C2: K of cl-infonce's and pcl's k-means (the same K for both)
@@ -220,7 +205,10 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    method_args: MethodConfig = field(default_factory=MethodConfig)
+    # The chosen method's own options (temperature, queue_size, ...): declared as a dataclass in the method's file
+    # (Method.Options) with its reference's defaults; a mapping here, which recipes.load_config checks against that
+    # class and makes an instance of it (the schema imports no method). Only that method's options are recorded.
+    method_args: Any = field(default_factory=dict)
     clusters: ClusterConfig = field(default_factory=ClusterConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -377,9 +365,6 @@ def validate(cfg: Config) -> None:
         (cfg.clusters.features in ("memory", "forward"), "clusters.features must be 'memory' or 'forward'"),
         (cfg.clusters.every >= 1 and cfg.clusters.warmup >= 0, "clusters.every must be >= 1, clusters.warmup >= 0"),
         (cfg.precision in PRECISIONS, f"precision={cfg.precision!r}; use one of {', '.join(PRECISIONS)}"),
-        (cfg.method_args.temperature is None or cfg.method_args.temperature > 0, "method_args.temperature must be > 0"),
-        (cfg.method_args.base_temperature is None or cfg.method_args.base_temperature > 0,
-         "method_args.base_temperature must be > 0 (or null: no loss scaling)"),
         (0 <= cfg.data.val_fraction < 1, "data.val_fraction must lie in [0, 1): e.g. 0.1 holds 10% out"),
         (cfg.claims.level_seeds >= 0, "claims.level_seeds must be >= 0 (0: every seed)"),
         (cfg.claims.margin > 0, f"claims.margin={cfg.claims.margin}: the equivalence margin must be above 0, e.g. "

@@ -1,8 +1,8 @@
 """The config a run trains with: typed defaults <- the method's recipe <- YAML file <- `key=value`.
 
 Above the method registry, so that the schema (config.py) imports no method: `config.read_config` merges and
-validates, and this module lays each method's recipe (selfsup_clusters/methods.py) beneath what the user writes,
-so `--method moco` trains at MoCo's recipe unless a file or override says otherwise.
+validates, and this module lays each method's recipe (selfsup_clusters/methods/registry.py) beneath what the user
+writes, so `--method moco` trains at MoCo's recipe unless a file or override says otherwise.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from selfsup_clusters.clusters.spec import parse_spec
 from selfsup_clusters.config import Config, read_config
-from selfsup_clusters.methods import METHODS, method_class
+from selfsup_clusters.methods.registry import METHODS, method_class, method_options
 
 
 def recipe(method: str) -> dict:
@@ -22,10 +22,12 @@ def recipe(method: str) -> dict:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """The run's config: typed defaults <- the method's recipe <- YAML file (default: configs/fashion_mnist.yaml)
-    <- `key=value` overrides, validated; the method's name and the clusters spec too, here, so that every command
-    and flag that loads a config (`--print-config` as much as `train`) refuses a typo the same way."""
+    <- `key=value` overrides, validated; the method's name, its options (`method_args`, made the method's own
+    dataclass) and the clusters spec too, here, so that every command and flag that loads a config
+    (`--print-config` as much as `train`) refuses a typo the same way."""
     cfg = read_config(path, overrides, recipe)
     method_class(cfg.method)
+    cfg.method_args = method_options(cfg.method, cfg.method_args)
     parse_spec(cfg.clusters.spec)
     return cfg
 

@@ -74,6 +74,23 @@ TINY = [
 ]
 
 
+def every_method(extras: dict[str, list[str]], spec: str = "kmeans:8", slow_but: tuple[str, ...] | None = None):
+    """pytest params of every registered method, for a test of a property all methods must have: `method=NAME`
+    plus `extras[NAME]` where the test sizes that method (small queues, its clusters), else its defaults with
+    `clusters.spec=SPEC` when it needs clusters. A method added to the registry gets the test without editing it.
+    `slow_but`: only these run by default; the others are marked slow (`-m slow`)."""
+    from selfsup_clusters.methods.registry import METHODS
+
+    unknown = set(extras) - set(METHODS)
+    assert not unknown, f"settings for methods the registry does not hold: {unknown}"
+    params = []
+    for name, kind in METHODS.items():
+        default = [f"clusters.spec={spec}"] if kind.needs_cluster_spec else []
+        marks = [pytest.mark.slow] if slow_but is not None and name not in slow_but else []
+        params.append(pytest.param(name, [f"method={name}", *extras.get(name, default)], id=name, marks=marks))
+    return params
+
+
 @pytest.fixture
 def tiny_overrides(tmp_path):
     return [*TINY, f"out={tmp_path / 'run'}"]
@@ -89,7 +106,7 @@ def metrics(run_dir):
 @contextlib.contextmanager
 def interrupting_after_a_checkpoint(monkeypatch):
     """Within the block, training stops (as by Ctrl-C) right after it writes a checkpoint."""
-    from selfsup_clusters import trainer
+    from selfsup_clusters.training import trainer
 
     real_save = trainer.save_checkpoint
 
@@ -104,9 +121,9 @@ def interrupting_after_a_checkpoint(monkeypatch):
 
 def interrupted_run(overrides, monkeypatch):
     """Train with `overrides`, interrupted (as by Ctrl-C) right after the first epoch's checkpoint."""
-    from selfsup_clusters import trainer
-    from selfsup_clusters.errors import UserError
+    from selfsup_clusters.core.errors import UserError
     from selfsup_clusters.recipes import load_config
+    from selfsup_clusters.training import trainer
 
     with interrupting_after_a_checkpoint(monkeypatch), pytest.raises(UserError, match="--resume"):
         trainer.train(load_config(overrides=overrides))

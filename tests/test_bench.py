@@ -8,11 +8,11 @@ import logging
 import pytest
 import torch
 
-from selfsup_clusters import run as run_module
-from selfsup_clusters import trainer
-from selfsup_clusters.bench import parse_variants, synthetic_dataset
 from selfsup_clusters.cli import main
 from selfsup_clusters.recipes import load_config
+from selfsup_clusters.studies.bench import parse_variants, synthetic_dataset
+from selfsup_clusters.training import run as run_module
+from selfsup_clusters.training import trainer
 from tests.conftest import TINY, needs_fashion_mnist
 
 TINY_BENCH = ["--dataset", "synthetic", "--backbone", "test_resnet", "--batch-size", "16", "--steps", "2",
@@ -23,7 +23,7 @@ TINY_BENCH = ["--dataset", "synthetic", "--backbone", "test_resnet", "--batch-si
 def test_bench_writes_consistent_json(tmp_path, capsys, monkeypatch):
     import time
 
-    from selfsup_clusters import bench
+    from selfsup_clusters.studies import bench
 
     # Time each training epoch the bench runs with this test's own clock: per method a warm-up epoch (1 step),
     # then the timed one (2 steps).
@@ -156,7 +156,7 @@ def test_kmeans_without_faiss_gpu_falls_back_to_cpu_with_one_line(monkeypatch, c
 
 
 def test_supervised_checks_labels_once_before_training(tmp_path):
-    from selfsup_clusters.errors import UserError
+    from selfsup_clusters.core.errors import UserError
 
     data = synthetic_dataset(64, 10, channels=1, size=16)
     data.train.labels[5] = -1
@@ -171,7 +171,7 @@ def test_supervised_checks_labels_once_before_training(tmp_path):
     ({"avx2", "fma"}, 2445.408, 25, 156.5, None),  # Zen 3: AVX2 only, bf16 emulated
 ])
 def test_physical_peak_counts_pipes_lanes_and_clock(monkeypatch, flags, mhz, family, fp32, bf16):
-    from selfsup_clusters import bench
+    from selfsup_clusters.studies import bench
 
     monkeypatch.setattr(bench, "cpu_flags", lambda: (flags, mhz, family))
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
@@ -184,7 +184,7 @@ def test_physical_peak_counts_pipes_lanes_and_clock(monkeypatch, flags, mhz, fam
 
 @pytest.mark.slow  # inductor compiles C++ for the step: about a minute on 2 cores
 def test_compiled_and_eager_backbones_give_the_same_loss():
-    from selfsup_clusters.methods import build_method
+    from selfsup_clusters.methods.registry import build_method
 
     views = [torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(i)) for i in range(2)]
     index = torch.arange(8)
@@ -217,7 +217,7 @@ def test_point_output_conv_gives_nn_conv2d_outputs_and_gradients(monkeypatch, si
     the weight's gradient keeps the weight's memory layout (the optimizer step slows down on mixed layouts)."""
     import copy
 
-    from selfsup_clusters import backbones
+    from selfsup_clusters.methods import backbones
 
     calls, apply = [], backbones.WindowConv.apply
     monkeypatch.setattr(backbones.WindowConv, "apply", lambda *a: calls.append(1) or apply(*a))
@@ -250,7 +250,7 @@ def test_point_output_conv_under_bf16_autocast_is_nn_conv2d_in_bf16():
     precision, a bf16 output, float32 gradients for float32 weights."""
     import copy
 
-    from selfsup_clusters import backbones
+    from selfsup_clusters.methods import backbones
 
     torch.manual_seed(0)
     reference = torch.nn.Conv2d(64, 32, 3, stride=2, padding=1).to(memory_format=torch.channels_last)
@@ -265,8 +265,8 @@ def test_point_output_conv_under_bf16_autocast_is_nn_conv2d_in_bf16():
 
 
 def test_point_conv_matmul_swaps_only_plain_convolutions():
-    from selfsup_clusters.backbones import PointOutputConv2d, create_backbone
     from selfsup_clusters.config import ModelConfig
+    from selfsup_clusters.methods.backbones import PointOutputConv2d, create_backbone
 
     on = create_backbone(ModelConfig(backbone="resnet10t"), 1)
     off = create_backbone(ModelConfig(backbone="resnet10t", point_conv_matmul=False), 1)

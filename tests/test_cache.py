@@ -12,12 +12,12 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from selfsup_clusters.cli import main
+from selfsup_clusters.core.errors import UserError
 from selfsup_clusters.data import cache, load_dataset
 from selfsup_clusters.data.augment import BatchAugment, gaussian_blur, rotate_hue
 from selfsup_clusters.data.loader import FileBatches, InMemoryBatches, make_batches
-from selfsup_clusters.errors import UserError
 from selfsup_clusters.recipes import load_config
-from selfsup_clusters.trainer import resume, train
+from selfsup_clusters.training.trainer import resume, train
 from tests.conftest import interrupted_run, metrics
 from tests.test_datasets import fake_table
 

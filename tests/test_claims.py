@@ -7,11 +7,11 @@ import math
 
 import pytest
 
-from selfsup_clusters.claims_report import combine
 from selfsup_clusters.cli import main
 from selfsup_clusters.clusters import ClusterError, parse_spec, split_spec_list
-from selfsup_clusters.intervals import Interval, verdict
-from selfsup_clusters.protocols import FAMILY
+from selfsup_clusters.evaluation.intervals import Interval, verdict
+from selfsup_clusters.evaluation.protocols import FAMILY
+from selfsup_clusters.studies.claims_report import combine
 from tests.conftest import needs_fashion_mnist
 
 
@@ -109,7 +109,7 @@ def test_claims_smoke_writes_every_claim_and_resumes_without_training(tmp_path, 
     assert sorted(p.name for p in (out / "cl-infonce_split4").iterdir()) == ["seed0"]
     assert sorted(p.name for p in (out / "simclr").iterdir()) == ["seed0", "seed1"]
 
-    from selfsup_clusters import trainer
+    from selfsup_clusters.training import trainer
 
     calls = []
     monkeypatch.setattr(trainer, "train", lambda *a, **k: calls.append(a))
@@ -120,7 +120,7 @@ def test_claims_smoke_writes_every_claim_and_resumes_without_training(tmp_path, 
 
 @needs_fashion_mnist
 def test_claims_refuses_an_auxiliary_spec_the_dataset_lacks_before_training(tmp_path, capsys, monkeypatch):
-    from selfsup_clusters import trainer
+    from selfsup_clusters.training import trainer
     from tests.test_datasets import fake_table
 
     fake_table(tmp_path)  # classes without WordNet ids, with attribute columns
@@ -141,8 +141,8 @@ def test_claims_rejects_an_unknown_budget(capsys):
 
 
 def test_c4_sets_with_their_own_budget_train_apart_from_c1s_run():
-    from selfsup_clusters.claims_plan import Comparison, Plan
-    from selfsup_clusters.suite import Entry
+    from selfsup_clusters.studies.claims_plan import Comparison, Plan
+    from selfsup_clusters.studies.suite import Entry
 
     aux = Entry("cl-infonce", "wordnet:8")
     levels = [("labels", {}), ("wordnet:8", {})]

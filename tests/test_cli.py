@@ -45,9 +45,9 @@ def test_an_unknown_option_is_still_an_error(capsys):
 
 
 def test_print_config_of_a_saved_run(capsys, tmp_path):
-    from selfsup_clusters.checkpoint import save_checkpoint
     from selfsup_clusters.config import to_dict
     from selfsup_clusters.recipes import load_config
+    from selfsup_clusters.training.checkpoint import save_checkpoint
 
     save_checkpoint({"config": to_dict(load_config(overrides=["method=moco", "epochs=7"]))},
                     tmp_path / "run" / "checkpoints" / "last.pt")

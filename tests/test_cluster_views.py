@@ -13,9 +13,9 @@ import torch
 from selfsup_clusters.cli import main
 from selfsup_clusters.clusters.archive import ClusterFile, Clustering, GalleryRows, load_clusters, write_clusters
 from selfsup_clusters.clusters.gallery import follow
-from selfsup_clusters.errors import UserError
+from selfsup_clusters.core.errors import UserError
 from selfsup_clusters.recipes import load_config
-from selfsup_clusters.trainer import train
+from selfsup_clusters.training.trainer import train
 from tests.conftest import TINY, interrupted_run, metrics, needs_fashion_mnist
 
 # labels (an auxiliary source, made once) beside k-means K=10 (from epoch 2 on, a part of a composite spec, so its
@@ -101,7 +101,7 @@ def test_the_cli_draws_the_gallery_offline_and_says_what_is_missing(run_dir, tmp
 
 @needs_fashion_mnist
 def test_a_resumed_run_compares_and_follows_clusters_as_an_uninterrupted_one(tmp_path, monkeypatch):
-    from selfsup_clusters.trainer import resume
+    from selfsup_clusters.training.trainer import resume
 
     overrides = [*RUN, "epochs=2", "clusters.spec=kmeans:10", "clusters.warmup=0", "log.tensorboard=false"]
     train(load_config(overrides=[*overrides, f"out={tmp_path / 'whole'}"]))
@@ -114,10 +114,10 @@ def test_a_resumed_run_compares_and_follows_clusters_as_an_uninterrupted_one(tmp
 
 
 def test_a_dataset_without_images_in_memory_skips_the_gallery_in_one_line(tmp_path, capsys):
-    from selfsup_clusters.cluster_views import after_clustering
     from selfsup_clusters.clusters import Assignments, build_cluster_source
     from selfsup_clusters.data.base import AuxiliaryInfo, Split
-    from selfsup_clusters.logger import RunLogger
+    from selfsup_clusters.training.cluster_views import after_clustering
+    from selfsup_clusters.training.logger import RunLogger
 
     labels = torch.arange(40) % 4
     source = build_cluster_source("labels", AuxiliaryInfo(labels, list("abcd")))

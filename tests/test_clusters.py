@@ -30,7 +30,7 @@ from selfsup_clusters.clusters import (
     wordnet_levels,
 )
 from selfsup_clusters.data.base import AuxiliaryInfo
-from selfsup_clusters.tables import format_table
+from selfsup_clusters.studies.tables import format_table
 
 FASHION_MNIST = [
     "T-shirt/top",
@@ -92,7 +92,7 @@ def test_kmeans_recovers_blobs_deterministically(one_faiss_thread):
 
 
 def test_pcl_concentration_formula():
-    from selfsup_clusters.baselines.pcl import pcl_concentration
+    from selfsup_clusters.methods.baselines.pcl import pcl_concentration
 
     ids = np.array([0, 0, 1, 1, 1, 2, 3, 3])
     distance = np.sqrt([1.0, 9.0, 4.0, 4.0, 4.0, 0.0, 0.25, 0.25])

@@ -14,12 +14,12 @@ from selfsup_clusters.clusters import (
     parse_spec,
     split_spec_list,
 )
-from selfsup_clusters.clusters.attributes import categorical_indicators, tag_indicators
 from selfsup_clusters.data.base import AuxiliaryInfo
-from selfsup_clusters.losses import weighted_mean
-from selfsup_clusters.methods import build_method
+from selfsup_clusters.data.csv_table import categorical_indicators, tag_indicators
+from selfsup_clusters.methods.losses import weighted_mean
+from selfsup_clusters.methods.registry import build_method
 from selfsup_clusters.recipes import load_config
-from selfsup_clusters.trainer import train
+from selfsup_clusters.training.trainer import train
 from tests.conftest import TINY, metrics, needs_fashion_mnist, needs_wordnet
 
 
@@ -175,9 +175,9 @@ def test_ce_with_a_kmeans_part_refuses_a_warmup(capsys, tmp_path):
 @needs_fashion_mnist
 @needs_wordnet
 def test_analyze_puts_a_composite_beside_its_parts():
-    from selfsup_clusters.analyze import cluster_levels
-    from selfsup_clusters.errors import UserError
+    from selfsup_clusters.core.errors import UserError
     from selfsup_clusters.recipes import UserConfig
+    from selfsup_clusters.studies.analyze import cluster_levels
 
     user = UserConfig(overrides=tuple(TINY))
     levels = dict(cluster_levels(user, ["merge:5", "wordnet:7@3+merge:5", "WordNet:7+wordnet:9"]))

@@ -22,12 +22,12 @@ from PIL import Image
 from selfsup_clusters.clusters import run_kmeans
 from selfsup_clusters.data.fashion_mnist import DEBIAN_ROOT
 from selfsup_clusters.data.loader import InMemoryBatches
-from selfsup_clusters.export import export_backbone, load_backbone
-from selfsup_clusters.logger import NullLogger
-from selfsup_clusters.methods import METHODS
+from selfsup_clusters.methods.registry import METHODS
 from selfsup_clusters.recipes import load_config
-from selfsup_clusters.run import load_trained, setup
-from selfsup_clusters.trainer import clustering_due, train, train_epoch, update_clusters
+from selfsup_clusters.training.export import export_backbone, load_backbone
+from selfsup_clusters.training.logger import NullLogger
+from selfsup_clusters.training.run import load_trained, setup
+from selfsup_clusters.training.trainer import clustering_due, train, train_epoch, update_clusters
 from tests.conftest import FASHION_MNIST_MISSING, TINY
 from tests.test_cache import straight_and_resumed
 
@@ -53,7 +53,7 @@ def overrides(tmp_path: Path, *extra: str) -> list[str]:
 @needs_data
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_trains_an_epoch_with_its_data_on_the_device(tmp_path, method):
-    spec = CLUSTERS.get(method, "labels") if METHODS[method].uses_clusters else "none"
+    spec = CLUSTERS.get(method, "labels") if METHODS[method].needs_cluster_spec else "none"
     run = setup(load_config(overrides=overrides(tmp_path, f"method={method}", f"clusters.spec={spec}")))
     assert run.data.train.images.device.type == run.device.type == torch.device(DEVICE).type
     if ON_GPU:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from selfsup_clusters.curve import crossing, difference_curve, margin_curve, run_curve, settles
-from selfsup_clusters.intervals import correlation_interval, partial_spearman, spearman
+from selfsup_clusters.evaluation.intervals import correlation_interval, partial_spearman, spearman
+from selfsup_clusters.studies.curve import crossing, difference_curve, margin_curve, run_curve, settles
 from tests.conftest import interrupted_run, metrics
 
 # {seed: {samples seen: record}}: three seeds, three budgets
@@ -49,7 +49,7 @@ def test_margin_curve_is_the_mean_interval_minus_the_reference():
 
 def test_crossing_extrapolates_the_margins_log_linear_trend_to_zero():
     def curve(*means):
-        from selfsup_clusters.intervals import Interval
+        from selfsup_clusters.evaluation.intervals import Interval
 
         return [type("P", (), {"samples": 1000 * 2**i, "interval": Interval(m, m, m, 3)})()
                 for i, m in enumerate(means)]
@@ -112,7 +112,7 @@ def test_intermediate_evaluations_land_in_metrics_and_survive_a_resume(tiny_over
     interrupted_run(overrides, monkeypatch)  # stops right after epoch 1's checkpoint
     first = metrics(run_dir)
     assert [row["epoch"] for row in first] == [0] and "linear_top1" in first[0] and "knn_top1" in first[0]
-    from selfsup_clusters.trainer import resume
+    from selfsup_clusters.training.trainer import resume
 
     final = resume(run_dir)
     rows = metrics(run_dir)
@@ -125,7 +125,7 @@ def test_intermediate_evaluations_land_in_metrics_and_survive_a_resume(tiny_over
 
 
 def test_eval_at_beyond_the_run_is_refused():
-    from selfsup_clusters.errors import UserError
+    from selfsup_clusters.core.errors import UserError
     from selfsup_clusters.recipes import load_config
 
     with pytest.raises(UserError, match=r"eval.at=\[3\] names an epoch outside 1..2"):

@@ -14,12 +14,12 @@ from PIL import Image
 from selfsup_clusters.cli import main
 from selfsup_clusters.clusters import build_cluster_source, rank_attributes, statistics_table
 from selfsup_clusters.config import CONFIG_DIR, DataConfig
+from selfsup_clusters.core.errors import UserError
 from selfsup_clusters.data import load_dataset
 from selfsup_clusters.data.augment import BatchAugment
 from selfsup_clusters.data.loader import FileBatches, make_batches
-from selfsup_clusters.errors import UserError
 from selfsup_clusters.recipes import UserConfig, load_config
-from selfsup_clusters.trainer import train
+from selfsup_clusters.training.trainer import train
 from tests.conftest import needs_fashion_mnist
 from tools.cub_to_csv import convert as cub_to_csv
 from tools.imagenet_subset import link_subset, read_class_list
@@ -138,7 +138,7 @@ def test_cifar100_superclasses_come_from_the_coarse_labels(tmp_path, capsys):
 
 
 def test_analyze_includes_the_superclass_level(tmp_path):
-    from selfsup_clusters.analyze import cluster_levels
+    from selfsup_clusters.studies.analyze import cluster_levels
 
     fake_cifar100(tmp_path)
     user = UserConfig(overrides=("data.name=cifar100", f"data.root={tmp_path}"))
@@ -438,7 +438,7 @@ def test_imagenet_subset_links_the_listed_classes(tmp_path):
 
 @needs_fashion_mnist
 def test_the_validation_split_is_held_out_once_by_load_dataset_for_every_command(tmp_path, capsys):
-    from selfsup_clusters import run as run_module
+    from selfsup_clusters.training import run as run_module
 
     cfg = load_config(overrides=["data.subset=1000", "data.val_fraction=0.2", "device=cpu",
                                  "model.backbone=test_resnet", "eval.cluster_metrics=false", f"out={tmp_path / 'run'}"])

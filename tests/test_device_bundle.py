@@ -14,7 +14,7 @@ import pytest
 
 from selfsup_clusters.clusters.assignments import ClusterError
 from selfsup_clusters.clusters.wordnet import FASHION_MNIST_SYNSETS, WordNet, load_wordnet
-from selfsup_clusters.errors import UserError
+from selfsup_clusters.core.errors import UserError
 from tests.conftest import needs_fashion_mnist, needs_wordnet
 from tools import device_bundle
 

@@ -22,6 +22,12 @@ from pathlib import Path
 import pytest
 import torch
 
+try:
+    from tests.conftest import every_method
+except ImportError:  # this file run by torchrun as the worker script, where `tests` is no package: it collects nothing
+    def every_method(extras, **_):
+        return []
+
 TESTS = Path(__file__).resolve().parent
 CALM = ["optim.lr=0.005", "model.sync_bn=true", "eval.linear=false", "eval.cluster_metrics=false", "eval.projector=0"]
 
@@ -52,7 +58,7 @@ def max_difference(one: list[float], two: list[float]) -> float:
 
 def one_process(overrides: list[str]) -> None:
     from selfsup_clusters.recipes import load_config
-    from selfsup_clusters.trainer import train
+    from selfsup_clusters.training.trainer import train
 
     train(load_config(overrides=overrides))
 
@@ -61,7 +67,7 @@ def one_process(overrides: list[str]) -> None:
 
 
 def test_one_process_helpers_return_their_input():
-    from selfsup_clusters import distributed
+    from selfsup_clusters.core import distributed
 
     x = torch.randn(4, 3)
     assert not distributed.enabled() and distributed.world_size() == 1 and distributed.is_main()
@@ -77,7 +83,7 @@ def test_one_process_helpers_return_their_input():
 def test_gather_others_is_the_other_ranks_rows_with_their_gradient(monkeypatch):
     """Rank 1 of 2, the collectives played in-process: rank 0 holds this rank's rows + 100, and each rank's loss
     is the sum of the other rank's rows, so every row's gradient is 1 (it reaches the rank that computed it)."""
-    from selfsup_clusters import distributed
+    from selfsup_clusters.core import distributed
 
     monkeypatch.setattr(distributed, "enabled", lambda: True)
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
@@ -94,8 +100,8 @@ def test_gather_others_is_the_other_ranks_rows_with_their_gradient(monkeypatch):
 
 
 def test_each_rank_gets_its_slice_of_the_same_views(monkeypatch):
-    from selfsup_clusters import distributed
     from selfsup_clusters.config import AugmentConfig
+    from selfsup_clusters.core import distributed
     from selfsup_clusters.data.augment import BatchAugment
     from selfsup_clusters.data.base import Split
     from selfsup_clusters.data.loader import InMemoryBatches
@@ -198,14 +204,12 @@ def test_cl_infonce_kmeans_on_two_ranks_matches_one_rank_with_equal_clusters(tmp
 @needs_gloo
 @pytest.mark.slow
 @pytest.mark.usefixtures("needs_data")
-@pytest.mark.parametrize("method", [["method=moco", "method_args.queue_size=256", "method_args.shuffle_bn_splits=2",
-                                     "model.sync_bn=false"],
-                                    ["method=pcl", "clusters.spec=kmeans:8,16", "method_args.queue_size=256",
-                                     "method_args.shuffle_bn_splits=2"],
-                                    ["method=ce", "clusters.spec=kmeans:8"],
-                                    ["method=supervised"]],
-                         ids=["moco", "pcl", "ce", "supervised"])
-def test_every_method_trains_on_two_ranks(method, tmp_path):
+@pytest.mark.parametrize("name, method", every_method({
+    "moco": ["method=moco", "method_args.queue_size=256", "method_args.shuffle_bn_splits=2", "model.sync_bn=false"],
+    "pcl": ["method=pcl", "clusters.spec=kmeans:8,16", "method_args.queue_size=256", "method_args.shuffle_bn_splits=2"],
+    "cl-infonce": ["method=cl-infonce", "clusters.spec=kmeans:8", "method_args.key_queue=96"],
+}))
+def test_every_method_trains_on_two_ranks(name, method, tmp_path):
     from tests.conftest import TINY, metrics
 
     dump = tmp_path / "dump"
@@ -241,7 +245,7 @@ def test_sigterm_to_one_rank_stops_every_rank_at_one_step_and_resume_matches(tmp
     import signal
     import time
 
-    from selfsup_clusters.checkpoint import load_checkpoint
+    from selfsup_clusters.training.checkpoint import load_checkpoint
     from tests.conftest import TINY
     from tests.test_preemption import LONG_EPOCHS, comparable
 
@@ -291,10 +295,11 @@ def _worker(dump: Path, argv: list[str]) -> int:
     """One torchrun process: the CLI, checking after every step that the memory bank holds this rank's embeddings
     at its samples' slots (a wrong slot stops the run), and recording at each clustering this rank's memory bank
     and the cluster ids it then trains with, and after each epoch its weights, buffers and bank."""
-    from selfsup_clusters import distributed, trainer
     from selfsup_clusters.cli import main
-    from selfsup_clusters.memory import MemoryBank
-    from selfsup_clusters.method import Method
+    from selfsup_clusters.core import distributed
+    from selfsup_clusters.methods.base import Method
+    from selfsup_clusters.methods.memory import MemoryBank
+    from selfsup_clusters.training import trainer
 
     last_step = {}
     real_forward, real_bank_update = Method.forward, MemoryBank.update

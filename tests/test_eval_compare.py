@@ -12,10 +12,10 @@ import torch.nn.functional as F
 
 from selfsup_clusters.cli import main
 from selfsup_clusters.clusters import build_cluster_source, cluster_statistics, entropy
-from selfsup_clusters.compare import parse_clusters_for
+from selfsup_clusters.core.errors import UserError
 from selfsup_clusters.data.base import AuxiliaryInfo
-from selfsup_clusters.errors import UserError
-from selfsup_clusters.evaluate import cluster_quality, linear_probe, weighted_knn
+from selfsup_clusters.evaluation.evaluate import cluster_quality, linear_probe, weighted_knn
+from selfsup_clusters.studies.compare import parse_clusters_for
 from tests.conftest import TINY, interrupting_after_a_checkpoint, metrics, needs_fashion_mnist, needs_wordnet
 
 # One epoch, no per-epoch evaluation: the end-of-run harness is what these tests look at.
@@ -115,7 +115,7 @@ def test_compare_writes_results_and_skips_finished_runs(tmp_path, capsys, monkey
     assert "| cl-infonce wordnet:8 |" in printed
 
     # Re-running trains nothing that finished (only the failing row is tried again).
-    from selfsup_clusters import trainer
+    from selfsup_clusters.training import trainer
 
     calls = []
     real_train = trainer.train
@@ -128,9 +128,9 @@ def test_compare_writes_results_and_skips_finished_runs(tmp_path, capsys, monkey
 
 @needs_fashion_mnist
 def test_compare_resumes_an_interrupted_run(tmp_path, monkeypatch, capsys):
-    from selfsup_clusters import trainer
     from selfsup_clusters.recipes import UserConfig
-    from selfsup_clusters.suite import Entry, run_config
+    from selfsup_clusters.studies.suite import Entry, run_config
+    from selfsup_clusters.training import trainer
 
     settings = [o for o in FAST if not o.startswith("epochs=")] + ["epochs=2", "eval.projector=0",
                                                                   "eval.cluster_metrics=false", "eval.linear=false"]
@@ -206,7 +206,7 @@ def test_analyze_tabulates_levels_with_rank_correlations(tmp_path, capsys):
     # Every level is a different partition of the training set (ids compared up to renaming).
     from selfsup_clusters.data import load_dataset
     from selfsup_clusters.recipes import load_config
-    from selfsup_clusters.run import build_clusters
+    from selfsup_clusters.training.run import build_clusters
 
     cfg = load_config(overrides=[*FAST, "method=cl-infonce"])
     data = load_dataset(cfg.data)

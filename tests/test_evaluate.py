@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from selfsup_clusters import evaluate
-from selfsup_clusters.evaluate import linear_probe, weighted_knn
+from selfsup_clusters.evaluation import evaluate
+from selfsup_clusters.evaluation.evaluate import linear_probe, weighted_knn
 
 
 def brute_force_knn_predictions(train, train_labels, test, k, t):
@@ -94,7 +94,7 @@ def test_linear_probe_never_sees_test_labels_and_standardises_with_training_stat
 def test_spearman_of_the_analysis_matches_scipy():
     from scipy import stats
 
-    from selfsup_clusters.analyze import correlations
+    from selfsup_clusters.studies.analyze import correlations
 
     g = torch.Generator().manual_seed(0)
     rows = [{"I_Z_T": float(i), "H_Z_given_T": float(v), "linear_top1": float(a), "knn_top1": float(b)}
@@ -111,9 +111,9 @@ def test_spearman_of_the_analysis_matches_scipy():
 
 
 def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(tmp_path, monkeypatch):
-    from selfsup_clusters import checkpoint
-    from selfsup_clusters.checkpoint import load_checkpoint, save_checkpoint
-    from selfsup_clusters.files import WriteFailed
+    from selfsup_clusters.core.files import WriteFailed
+    from selfsup_clusters.training import checkpoint
+    from selfsup_clusters.training.checkpoint import load_checkpoint, save_checkpoint
 
     path = tmp_path / "checkpoints" / "last.pt"
     save_checkpoint({"epoch": 0, "weights": torch.arange(4)}, path)

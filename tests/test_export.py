@@ -14,9 +14,9 @@ import torch
 from selfsup_clusters.cli import main
 from selfsup_clusters.data import load_dataset
 from selfsup_clusters.recipes import load_config
-from selfsup_clusters.run import load_trained
-from selfsup_clusters.trainer import train
-from tests.conftest import TINY, needs_fashion_mnist
+from selfsup_clusters.training.run import load_trained
+from selfsup_clusters.training.trainer import train
+from tests.conftest import TINY, every_method, needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
 QUIET = ["eval.linear=false", "eval.cluster_metrics=false", "eval.projector=0"]  # no evaluation beyond kNN
@@ -90,6 +90,21 @@ with torch.no_grad():
           f"{tuple(expected.shape)}")
     assert expected.shape == (64, 96) and difference < 1e-5
     assert (loaded["hub_style"] - expected).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("method, settings", every_method({"moco": ["method=moco", "method_args.queue_size=128"],
+                                                           "pcl": ["method=pcl", "clusters.spec=kmeans:8",
+                                                                   "method_args.queue_size=128"]},
+                                                          slow_but=("cl-infonce",)))
+def test_every_method_exports_a_backbone_with_the_trainers_features(tmp_path, method, settings):
+    from selfsup_clusters import export_backbone, load_backbone
+
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
+    train(load_config(overrides=[*TINY, *QUIET, "epochs=1", *settings, f"out={tmp_path / 'run'}"]))
+    assert export_backbone(checkpoint, tmp_path / "exported")["selfsup_clusters"]["method"] == method
+    x, expected = trainer_features(checkpoint, n=16)
+    with torch.no_grad():
+        assert (load_backbone(tmp_path / "exported")(x) - expected).abs().max().item() < 1e-5
 
 
 def test_load_backbone_takes_the_small_stem_timm_has_not(tmp_path):

@@ -16,15 +16,15 @@ import pytest
 import torch
 from PIL import Image
 
-from selfsup_clusters import trainer
-from selfsup_clusters.checkpoint import load_checkpoint
 from selfsup_clusters.cli import main
 from selfsup_clusters.clusters import ClusterError, build_cluster_source, refuse_uninformative
 from selfsup_clusters.config import CONFIG_DIR, DataConfig
+from selfsup_clusters.core.errors import DIVERGED, UserError
 from selfsup_clusters.data import load_dataset
 from selfsup_clusters.data.base import AuxiliaryInfo
-from selfsup_clusters.errors import DIVERGED, UserError
 from selfsup_clusters.recipes import load_config
+from selfsup_clusters.training import trainer
+from selfsup_clusters.training.checkpoint import load_checkpoint
 from tests.conftest import TINY, interrupted_run, metrics, needs_fashion_mnist, needs_wordnet
 from tests.test_datasets import fake_table, fake_tree, png
 
@@ -105,8 +105,8 @@ def test_a_checkpoint_write_past_the_disk_limit_is_one_line_and_keeps_the_last_c
 def test_tensorboard_and_cache_writes_past_the_limit_name_their_folder(tmp_path):
     child = run_limited(f"""
         from pathlib import Path
-        from selfsup_clusters.errors import UserError
-        from selfsup_clusters.logger import RunLogger
+        from selfsup_clusters.core.errors import UserError
+        from selfsup_clusters.training.logger import RunLogger
         try:
             logger = RunLogger(Path({str(tmp_path / 'run')!r}))
             for step in range(100000):
@@ -121,7 +121,7 @@ def test_tensorboard_and_cache_writes_past_the_limit_name_their_folder(tmp_path)
     child = run_limited(f"""
         from pathlib import Path
         from selfsup_clusters.data.cache import load_or_build
-        from selfsup_clusters.errors import UserError
+        from selfsup_clusters.core.errors import UserError
         try:
             load_or_build({paths!r}, 64, Path({str(tmp_path / 'cache')!r}), 0)
         except UserError as e:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from selfsup_clusters.clusters.spec import ClusterSpec, parse_spec, split_spec_list
 from selfsup_clusters.commands import seed_rule
-from selfsup_clusters.errors import UserError
+from selfsup_clusters.core.errors import UserError
 from selfsup_clusters.recipes import load_config
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])

@@ -7,7 +7,7 @@ import pytest
 
 from selfsup_clusters.cli import main
 from selfsup_clusters.config import Config, read_config
-from selfsup_clusters.errors import UserError
+from selfsup_clusters.core.errors import UserError
 from tests.conftest import TINY, needs_fashion_mnist, needs_wordnet
 
 

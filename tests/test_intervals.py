@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from selfsup_clusters.intervals import Interval, paired_difference, t_interval, verdict
+from selfsup_clusters.evaluation.intervals import Interval, paired_difference, t_interval, verdict
 
 T_975_2 = 4.302652729911275  # Student t quantile 0.975 with 2 degrees of freedom (tables: 4.303)
 

@@ -17,12 +17,12 @@ PACKAGE = ROOT / "selfsup_clusters"
 
 
 def test_top_level_baselines_and_configs_are_relative_links_into_the_package():
-    for name in ("baselines", "configs"):
+    for name, target in (("baselines", "methods/baselines"), ("configs", "configs")):
         link = ROOT / name
-        assert link.is_symlink() and os.readlink(link) == f"selfsup_clusters/{name}", name  # relative: any checkout
-    assert (ROOT / "baselines" / "moco.py").resolve() == (PACKAGE / "baselines" / "moco.py").resolve()
+        assert link.is_symlink() and os.readlink(link) == f"selfsup_clusters/{target}", name  # relative: any checkout
+    assert (ROOT / "baselines" / "moco.py").resolve() == (PACKAGE / "methods" / "baselines" / "moco.py").resolve()
     assert sorted(p.name for p in (ROOT / "baselines").glob("*.py")) == \
-        sorted(p.name for p in (PACKAGE / "baselines").glob("*.py"))
+        sorted(p.name for p in (PACKAGE / "methods" / "baselines").glob("*.py"))
 
 
 def test_package_discovery_installs_the_package_only():
@@ -30,7 +30,7 @@ def test_package_discovery_installs_the_package_only():
     found = re.search(r"^\[tool\.setuptools\.packages\.find\]\s*\ninclude\s*=\s*(\[[^\]]*\])", text, re.M)
     assert found, "pyproject.toml names the packages to install under [tool.setuptools.packages.find]"
     packages = find_packages(where=str(ROOT), include=ast.literal_eval(found.group(1)))
-    assert "selfsup_clusters.baselines" in packages  # discovery sees the package (through the link as well)
+    assert "selfsup_clusters.methods.baselines" in packages  # discovery sees the package (through the link as well)
     assert all(p == "selfsup_clusters" or p.startswith("selfsup_clusters.") for p in packages), packages
 
 

@@ -82,7 +82,7 @@ def test_pyproject_declares_ranges_whose_ends_ci_tests_and_one_faiss_per_extra()
 def test_ddp_gets_the_buffer_argument_this_pytorch_has(monkeypatch):
     from torch import nn
 
-    from selfsup_clusters import distributed
+    from selfsup_clusters.core import distributed
 
     class OldDistributedDataParallel:  # PyTorch 2.11's signature: no forward_sync_buffers yet
         def __init__(self, module, device_ids=None, output_device=None, dim=0, broadcast_buffers=True):

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from selfsup_clusters.losses import cluster_info_nce, info_nce, nt_xent
+from selfsup_clusters.methods.losses import cluster_info_nce, info_nce, nt_xent
 
 
 def test_nt_xent_matches_hand_computed_case():

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from selfsup_clusters.clusters import Assignments
-from selfsup_clusters.losses import cluster_info_nce
-from selfsup_clusters.methods import build_method
+from selfsup_clusters.methods.losses import cluster_info_nce
+from selfsup_clusters.methods.registry import build_method
 from selfsup_clusters.recipes import load_config
-from selfsup_clusters.trainer import train
+from selfsup_clusters.training.trainer import train
 from tests.conftest import TINY, needs_fashion_mnist, needs_wordnet
 
 
@@ -148,7 +148,7 @@ def test_cluster_methods_without_clusters_stop_with_a_clear_message(capsys, tmp_
 
 
 def test_ring_write_wraps_and_keeps_the_last_rows_of_an_oversized_batch():
-    from selfsup_clusters.memory import ring_write
+    from selfsup_clusters.methods.memory import ring_write
 
     queue, index, pointer = torch.zeros(4, 2), torch.full((4,), -1), torch.tensor(3)
     ring_write(pointer, [queue, index], [torch.ones(2, 2), torch.tensor([7, 8])])

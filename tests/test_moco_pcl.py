@@ -7,14 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from selfsup_clusters.baselines.pcl import sample_negative_prototypes
 from selfsup_clusters.clusters import Assignments
-from selfsup_clusters.errors import UserError
-from selfsup_clusters.losses import info_nce, proto_nce
-from selfsup_clusters.methods import build_method
+from selfsup_clusters.core.errors import UserError
+from selfsup_clusters.methods.baselines.pcl import sample_negative_prototypes
+from selfsup_clusters.methods.losses import info_nce, proto_nce
+from selfsup_clusters.methods.registry import build_method
 from selfsup_clusters.recipes import load_config
-from selfsup_clusters.run import build_optimizer
-from selfsup_clusters.trainer import resume, train
+from selfsup_clusters.training.run import build_optimizer
+from selfsup_clusters.training.trainer import resume, train
 from tests.conftest import TINY, interrupted_run, metrics, needs_fashion_mnist
 
 BATCH = 16
@@ -191,7 +191,7 @@ def test_pcl_before_clusters_is_moco():
 
 
 def test_pcl_adds_the_mean_prototype_loss_once_clusters_arrive():
-    from selfsup_clusters.baselines.pcl import pcl_concentration
+    from selfsup_clusters.methods.baselines.pcl import pcl_concentration
 
     _, pcl = make_method("pcl", "method_args.proto_negatives=3")
     checkpointed = set(pcl.state_dict())

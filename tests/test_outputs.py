@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from selfsup_clusters.recipes import load_config
-from selfsup_clusters.trainer import train
+from selfsup_clusters.training.trainer import train
 from tests.conftest import TINY, needs_fashion_mnist
 
 QUIET = ["eval.linear=false", "eval.cluster_metrics=false", "eval.projector=0"]
@@ -25,7 +25,7 @@ def test_final_json_and_tensorboard_record_the_environment(tmp_path):
     import timm
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from selfsup_clusters import provenance
+    from selfsup_clusters.training import provenance
 
     run = tmp_path / "run"
     final = train(load_config(overrides=[*TINY, *QUIET, "epochs=1", f"out={run}"]))
@@ -50,7 +50,7 @@ def test_final_json_and_tensorboard_record_the_environment(tmp_path):
 
 
 def test_git_commit_only_of_a_checkout_that_holds_this_package(tmp_path, monkeypatch):
-    from selfsup_clusters import provenance
+    from selfsup_clusters.training import provenance
 
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
@@ -84,7 +84,7 @@ class FakeTerminal(io.StringIO):
 
 
 def test_progress_bars_show_on_a_terminal_only(monkeypatch):
-    from selfsup_clusters.progress import progress
+    from selfsup_clusters.core.progress import progress
 
     for stream, shown in ((FakeTerminal(), True), (io.StringIO(), False)):
         monkeypatch.setattr(sys, "stderr", stream)

@@ -13,25 +13,30 @@ import time
 import pytest
 import torch
 
-from selfsup_clusters.checkpoint import load_checkpoint
 from selfsup_clusters.cli import main
-from selfsup_clusters.stopping import STOPPED
-from tests.conftest import TINY, needs_fashion_mnist
+from selfsup_clusters.methods.registry import METHODS
+from selfsup_clusters.training.checkpoint import load_checkpoint
+from selfsup_clusters.training.stopping import STOPPED
+from tests.conftest import TINY, every_method, needs_fashion_mnist
 
 # 128 steps an epoch (about 1.3 s here): a signal sent 0.4 s after epoch 1 ends lands among epoch 2's steps. k-means
 # runs before epochs 1 and 3 (0-based 0 and 2), so the resumed run re-clusters from the restored memory bank.
 LONG_EPOCHS = [*TINY, "data.subset=1024", "batch_size=8", "epochs=3", "log.every_steps=0", "log.tensorboard=false",
                "eval.every=0", "eval.cluster_metrics=false", "eval.projector=0", "clusters.warmup=0",
                "clusters.every=2"]
-TRAIN = [sys.executable, "-m", "selfsup_clusters", "train", "--method", "cl-infonce", "--clusters", "kmeans:8"]
+TRAIN = [sys.executable, "-m", "selfsup_clusters", "train"]
+# Every registered method (conftest.every_method): cl-infonce by default, the others with -m slow.
+EVERY_METHOD = every_method({"moco": ["method=moco", "method_args.queue_size=256"],
+                             "pcl": ["method=pcl", "clusters.spec=kmeans:8", "method_args.queue_size=256"]},
+                            slow_but=("cl-infonce",))
 TIMING = ("epoch_time_s", "images_per_s", "data_time_frac", "train_time_s", "eval_time_s", "environment", "out_dir",
           "config", "clusters", "run_id")
 
 
-def stopped_run(out, signals: list[int]) -> subprocess.CompletedProcess:
+def stopped_run(out, signals: list[int], settings: list[str]) -> subprocess.CompletedProcess:
     """Train into `out`, sending `signals` (one after the other) 0.4 s after epoch 1 has ended."""
-    process = subprocess.Popen([*TRAIN, *LONG_EPOCHS, f"out={out}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen([*TRAIN, *LONG_EPOCHS, *settings, f"out={out}"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     lines = []
     for line in process.stdout:
         lines.append(line)
@@ -55,18 +60,19 @@ def comparable(path):
 @pytest.mark.parametrize("signals", [[signal.SIGTERM, signal.SIGTERM],
                                      pytest.param([signal.SIGINT], marks=pytest.mark.slow)],
                          ids=["sigterm-twice", "sigint"])
-def test_a_signal_saves_the_step_and_resume_ends_equal_to_an_unstopped_run(tmp_path, signals):
-    stopped = stopped_run(tmp_path / "stopped", signals)
+@pytest.mark.parametrize("method, settings", EVERY_METHOD)
+def test_a_signal_saves_the_step_and_resume_ends_equal_to_an_unstopped_run(tmp_path, signals, method, settings):
+    stopped = stopped_run(tmp_path / "stopped", signals, settings)
     assert stopped.returncode == STOPPED, stopped.stderr
     assert f"continue with: selfsup-clusters train --resume {tmp_path / 'stopped'}" in stopped.stderr
     assert "Traceback" not in stopped.stderr
     checkpoint = load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")
     assert checkpoint["epoch"] == 1 and 0 < checkpoint["progress"]["step"] < 128  # in epoch 2's steps
-    assert checkpoint["assignments"] is not None
+    assert (checkpoint["assignments"] is not None) == METHODS[method].needs_cluster_spec
     assert [r["epoch"] for r in comparable(tmp_path / "stopped" / "metrics.jsonl")] == [0]
 
     assert main(["train", "--resume", str(tmp_path / "stopped")]) == 0
-    assert main([*TRAIN[3:], *LONG_EPOCHS, f"out={tmp_path / 'whole'}"]) == 0
+    assert main([*TRAIN[3:], *LONG_EPOCHS, *settings, f"out={tmp_path / 'whole'}"]) == 0
 
     for name in ("final.json", "metrics.jsonl"):
         assert comparable(tmp_path / "stopped" / name) == comparable(tmp_path / "whole" / name)

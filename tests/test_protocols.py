@@ -11,12 +11,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from selfsup_clusters import evaluate
 from selfsup_clusters.cli import main
 from selfsup_clusters.config import read_config
-from selfsup_clusters.errors import UserError
-from selfsup_clusters.evaluate import choose_penalty, linear_probe, protocol_scores
-from selfsup_clusters.protocols import FAMILY, robustness, unscored
+from selfsup_clusters.core.errors import UserError
+from selfsup_clusters.evaluation import evaluate
+from selfsup_clusters.evaluation.evaluate import choose_penalty, linear_probe, protocol_scores
+from selfsup_clusters.evaluation.protocols import FAMILY, robustness, unscored
 from tests.conftest import TINY, needs_fashion_mnist
 
 GRID = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
@@ -118,7 +118,7 @@ def test_rescore_scores_finished_runs_again_without_training_and_rewrites_the_ta
     # A run scored before the family: its linear score from the old fixed probe, no chosen penalty.
     old = {key: value for key, value in trained.items() if key not in ("linear_l2", "knn20_top1")}
     final_path.write_text(json.dumps({**old, "linear_top1": 0.5}))
-    from selfsup_clusters import trainer
+    from selfsup_clusters.training import trainer
 
     monkeypatch.setattr(trainer, "train", lambda cfg: pytest.fail("trained"))
     monkeypatch.chdir(tmp_path)
@@ -131,7 +131,7 @@ def test_rescore_scores_finished_runs_again_without_training_and_rewrites_the_ta
     rows = {row["name"]: row for row in csv.DictReader((out / "results.csv").open())}
     assert float(rows["moco"]["linear_top1"]) == pytest.approx(trained["linear_top1"])
     assert "rewriting the tables: selfsup-clusters compare" in capsys.readouterr().out
-    from selfsup_clusters.run_eval import rescore_run
+    from selfsup_clusters.training.run_eval import rescore_run
 
     with pytest.raises(UserError, match="is not a finished run"):
         rescore_run(tmp_path / "nothing")
@@ -150,7 +150,7 @@ def test_a_diverged_point_shows_as_diverged_and_is_never_the_best(tmp_path, caps
     assert "FAILED: simclr optim.lr=1e30 seed 0 DIVERGED: simclr diverged in epoch 1" in table
     assert "best: optim.lr=0.3" in table
     # Run again: the diverged run is shown from its diverged.json, not trained a second time.
-    from selfsup_clusters import trainer
+    from selfsup_clusters.training import trainer
 
     monkeypatch.setattr(trainer, "train", lambda cfg: pytest.fail("trained again"))
     monkeypatch.setattr(trainer, "resume", lambda run_dir: pytest.fail("resumed"))

@@ -10,15 +10,15 @@ import logging
 import pytest
 import torch
 
-from selfsup_clusters import run as run_module
-from selfsup_clusters import trainer
-from selfsup_clusters.bench import synthetic_dataset
 from selfsup_clusters.cli import main
 from selfsup_clusters.data.base import ImageDataset
-from selfsup_clusters.logger import NullLogger
-from selfsup_clusters.losses import info_nce
-from selfsup_clusters.methods import METHODS, build_method
+from selfsup_clusters.methods.losses import info_nce
+from selfsup_clusters.methods.registry import METHODS, build_method
 from selfsup_clusters.recipes import load_config
+from selfsup_clusters.studies.bench import synthetic_dataset
+from selfsup_clusters.training import run as run_module
+from selfsup_clusters.training import trainer
+from selfsup_clusters.training.logger import NullLogger
 from tests.conftest import TINY, needs_fashion_mnist
 
 # --- recipes ---------------------------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ def test_tune_rejects_a_bad_grid(capsys):
 def tiny(name: str, *overrides: str):
     cfg = load_config(overrides=[*TINY, f"method={name}", "batch_size=16", "method_args.queue_size=40", *overrides])
     torch.manual_seed(0)
-    method = build_method(cfg, in_chans=1, num_clusters=[10] if METHODS[name].uses_clusters else None)
+    method = build_method(cfg, in_chans=1, num_clusters=[10] if METHODS[name].needs_cluster_spec else None)
     return method.train()
 
 
@@ -182,12 +182,12 @@ def test_base_temperature_scales_the_loss_by_t_over_base_t(name):
 
 def test_pcl_warns_when_k_is_not_far_above_the_batch(caplog):
     cfg = load_config(overrides=[*TINY, "method=pcl", "batch_size=16"])
-    with caplog.at_level(logging.WARNING, logger="selfsup_clusters.baselines.pcl"):
+    with caplog.at_level(logging.WARNING, logger="selfsup_clusters.methods.baselines.pcl"):
         build_method(cfg, 1, num_clusters=[32, 200])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "K=32 " in warnings[0]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="selfsup_clusters.baselines.pcl"):
+    with caplog.at_level(logging.WARNING, logger="selfsup_clusters.methods.baselines.pcl"):
         build_method(cfg, 1, num_clusters=[200])
     assert not caplog.records
 

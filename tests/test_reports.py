@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from selfsup_clusters.intervals import Interval, t_interval
-from selfsup_clusters.report import SINGLE_SEED, bar_figure, cell, results_table
-from selfsup_clusters.suite import Entry, Result, Summary, summarise
-from selfsup_clusters.tables import markdown_table, write_csv
+from selfsup_clusters.evaluation.intervals import Interval, t_interval
+from selfsup_clusters.studies.report import SINGLE_SEED, bar_figure, cell, results_table
+from selfsup_clusters.studies.suite import Entry, Result, Summary, summarise
+from selfsup_clusters.studies.tables import markdown_table, write_csv
 
 THREE = Interval(0.81, 0.7851, 0.8349, 3)
 
@@ -130,7 +130,7 @@ def test_results_figure_draws_no_error_bar_for_one_seed_and_says_so():
 
 
 def test_claims_runs_table_writes_one_seed_and_three_seeds_the_same_one_way():
-    from selfsup_clusters.claims_report import runs_lines
+    from selfsup_clusters.studies.claims_report import runs_lines
 
     three = Result(Entry("simclr"), finals([0.80, 0.82, 0.81], [0.70, 0.72, 0.71]))
     one = Result(Entry("cl-infonce", "labels"), finals([0.75], [0.65]))
@@ -145,7 +145,7 @@ def test_claims_runs_table_writes_one_seed_and_three_seeds_the_same_one_way():
 
 
 def test_a_bar_inside_a_markdown_cell_is_escaped():
-    from selfsup_clusters.tables import markdown_table
+    from selfsup_clusters.studies.tables import markdown_table
 
     table = markdown_table(["measure", "H(Z|T) bits"], [["H(Z|T) given I(Z;T)", "0.5"]])
     header, _, row = table.splitlines()

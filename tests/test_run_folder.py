@@ -9,12 +9,12 @@ import sys
 
 import pytest
 
-from selfsup_clusters import run as run_module
-from selfsup_clusters import trainer
 from selfsup_clusters.cli import main
-from selfsup_clusters.errors import UserError
-from selfsup_clusters.files import hold_folder
+from selfsup_clusters.core.errors import UserError
+from selfsup_clusters.core.files import hold_folder
 from selfsup_clusters.recipes import load_config
+from selfsup_clusters.training import run as run_module
+from selfsup_clusters.training import trainer
 from tests.conftest import TINY, interrupted_run, metrics, needs_fashion_mnist
 
 QUIET = ["eval.linear=false", "eval.cluster_metrics=false", "eval.projector=0", "log.tensorboard=false"]
@@ -55,7 +55,7 @@ def test_a_second_run_into_a_running_runs_folder_is_refused_and_the_first_finish
 def test_a_run_whose_holder_was_killed_resumes(tmp_path, monkeypatch):
     out = tmp_path / "run"
     interrupted_run([*TINY, *QUIET, "epochs=2", f"out={out}"], monkeypatch)  # a checkpoint after epoch 1
-    kill = ("import os, signal, sys; from selfsup_clusters.files import hold_folder; "
+    kill = ("import os, signal, sys; from selfsup_clusters.core.files import hold_folder; "
             "held = hold_folder(sys.argv[1]); held.__enter__(); os.kill(os.getpid(), signal.SIGKILL)")
     killed = subprocess.run([sys.executable, "-c", kill, str(out)], capture_output=True)
     assert killed.returncode == -9

@@ -1,11 +1,11 @@
-"""One rule for derived seeds (selfsup_clusters/seeds.py), giving the numbers every earlier run used."""
+"""One rule for derived seeds (selfsup_clusters/core/seeds.py), giving the numbers every earlier run used."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import selfsup_clusters
-from selfsup_clusters.seeds import derived_seed
+from selfsup_clusters.core.seeds import derived_seed
 
 PACKAGE = Path(selfsup_clusters.__file__).resolve().parent
 

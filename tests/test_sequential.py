@@ -9,11 +9,11 @@ import math
 import numpy as np
 import pytest
 
-from selfsup_clusters import suite
 from selfsup_clusters.cli import main
-from selfsup_clusters.errors import UserError
-from selfsup_clusters.intervals import DECIDED, Interval, SeedRule, repeated_level, verdict
-from selfsup_clusters.suite import Entry, hold_rule, train_until_decided
+from selfsup_clusters.core.errors import UserError
+from selfsup_clusters.evaluation.intervals import DECIDED, Interval, SeedRule, repeated_level, verdict
+from selfsup_clusters.studies import suite
+from selfsup_clusters.studies.suite import Entry, hold_rule, train_until_decided
 
 ALPHA = 0.05
 SIMULATIONS = 2000
@@ -99,7 +99,7 @@ def test_bad_seed_rules_are_one_clear_error(text, margin, message):
 
 
 def test_the_command_line_refuses_bad_rules_before_training(tmp_path, capsys, monkeypatch):
-    from selfsup_clusters import trainer
+    from selfsup_clusters.training import trainer
 
     monkeypatch.setattr(trainer, "train", lambda *a, **k: pytest.fail("trained"))
     for argv, message in ((["--seeds", "5..3"], "maximum 3 is below the minimum 5"),

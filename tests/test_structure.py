@@ -1,5 +1,6 @@
 """The house's rules, checked on the code itself: the config schema loads without torch, no import circle among
-the package's modules, no function over 60 lines (test_layout.py: the top-level links)."""
+the package's modules, sub-packages import only the floors below them (FLOORS), no function over 60 lines
+(test_layout.py: the top-level links)."""
 
 from __future__ import annotations
 
@@ -72,13 +73,57 @@ def find_circle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_import_circle_among_the_package_modules():
     graph = import_graph()
-    assert "selfsup_clusters.methods" in graph["selfsup_clusters.recipes"]  # the graph sees real imports
+    assert "selfsup_clusters.methods.registry" in graph["selfsup_clusters.recipes"]  # the graph sees real imports
     assert find_circle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     # a package importing its own submodules is how packages work, not a circle (data/__init__ <-> data/cache)
     packages = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
     graph = {name: {m for m in deps if m not in packages or not name.startswith(m + ".")}
              for name, deps in graph.items()}
     assert find_circle(graph) is None
+
+
+# The package's floors, bottom first: a module may import its own floor and the floors before it, never one after
+# (the one place the allowed directions are written; each sub-package's __init__ says the same in words). A
+# sub-package is a floor; so are the top-level modules between them (config, recipes) and above them.
+FLOORS = ["core", "data", "clusters", "evaluation", "config", "methods", "recipes", "training", "studies",
+          "commands", "cli", "__main__"]
+
+
+def floor_of(module: str) -> str | None:
+    """"selfsup_clusters.training.run" -> "training"; the package itself (its lazy exports) is no floor."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    found = []
+    for name, deps in sorted(graph.items()):
+        here = floor_of(name)
+        for dep in sorted(deps):
+            there = floor_of(dep)
+            if here and there and FLOORS.index(there) > FLOORS.index(here):
+                found.append(f"{name} -> {dep} ({here} may import only {', '.join(FLOORS[:FLOORS.index(here)])})")
+    return found
+
+
+def test_every_module_sits_on_a_floor_and_imports_only_the_floors_below():
+    graph = import_graph()
+    assert {floor_of(name) for name in graph} - {None} == set(FLOORS), "a new top-level module or sub-package needs " \
+        "its place in FLOORS"
+    planted = {"selfsup_clusters.core.files": {"selfsup_clusters.training.run"}, "selfsup_clusters.training.run": set()}
+    assert upward_imports(planted) == ["selfsup_clusters.core.files -> selfsup_clusters.training.run (core may "
+                                       "import only )"]
+    assert upward_imports(graph) == []
+
+
+def test_each_sub_package_says_what_it_owns_and_which_floors_it_may_import():
+    for init in sorted(PACKAGE.glob("*/__init__.py")):
+        floor = init.parent.name
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        said = next((line for line in doc.splitlines() if line.startswith("May import:")), None)
+        assert said is not None and "Owns" in doc, f"{floor}/__init__.py: say what it owns and 'May import: ...'"
+        named = {word.strip(".,()") for word in said.split()} & set(FLOORS)
+        assert named == set(FLOORS[:FLOORS.index(floor)]), f"{floor}/__init__.py: {said!r} (FLOORS says otherwise)"
 
 
 def long_functions(root: Path) -> list[str]:

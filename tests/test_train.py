@@ -8,7 +8,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from selfsup_clusters.cli import main
 from selfsup_clusters.recipes import load_config
-from selfsup_clusters.trainer import train
+from selfsup_clusters.training.trainer import train
 from tests.conftest import TINY, interrupted_run, metrics, needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
@@ -46,8 +46,8 @@ def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(tmp_path, monkeyp
 
 @pytest.mark.parametrize("backbone", ["test_resnet", "resnet10t"])
 def test_small_stem_keeps_the_resolution(backbone):
-    from selfsup_clusters.backbones import create_backbone
     from selfsup_clusters.config import ModelConfig
+    from selfsup_clusters.methods.backbones import create_backbone
 
     small = create_backbone(ModelConfig(backbone=backbone, stem="small"), in_chans=3)
     assert small.conv1.stride == (1, 1) and isinstance(small.maxpool, torch.nn.Identity)

@@ -6,7 +6,7 @@ import torch
 
 from selfsup_clusters.cli import main
 from selfsup_clusters.recipes import load_config
-from selfsup_clusters.trainer import resume, train
+from selfsup_clusters.training.trainer import resume, train
 from tests.conftest import TINY, interrupted_run, metrics, needs_fashion_mnist, needs_wordnet
 
 pytestmark = needs_fashion_mnist
@@ -38,7 +38,7 @@ def test_fixed_wordnet_clusters_are_computed_once(tmp_path):
 
 @pytest.mark.parametrize("features, fresh_passes", [("forward", 2), ("memory", 1)])
 def test_kmeans_input_is_a_fresh_pass_or_the_full_memory_bank(tmp_path, monkeypatch, features, fresh_passes):
-    from selfsup_clusters import trainer
+    from selfsup_clusters.training import trainer
 
     # k-means before epochs 0 and 1. Before epoch 0 the bank holds random vectors, so both settings make a fresh
     # pass; before epoch 1 "memory" clusters the (now full) bank instead.
@@ -64,7 +64,7 @@ def test_kmeans_input_is_a_fresh_pass_or_the_full_memory_bank(tmp_path, monkeypa
 
 
 def test_resume_keeps_the_saved_assignments(tmp_path, monkeypatch):
-    from selfsup_clusters import trainer
+    from selfsup_clusters.training import trainer
 
     out = tmp_path / "run"
     # Cluster only before epoch 0 (every=10), so epoch 1 must train Cl-InfoNCE on the checkpoint's assignments.

@@ -10,29 +10,28 @@ import pytest
 import torch
 from torch import nn
 
-from selfsup_clusters.bench import synthetic_dataset
-from selfsup_clusters.logger import NullLogger
 from selfsup_clusters.recipes import load_config
-from selfsup_clusters.run import build_optimizer, setup
-from selfsup_clusters.run_eval import backbone_features, evaluate
-from selfsup_clusters.trainer import clustering_due, train_epoch, update_clusters
-from tests.conftest import TINY
+from selfsup_clusters.studies.bench import synthetic_dataset
+from selfsup_clusters.training.logger import NullLogger
+from selfsup_clusters.training.run import build_optimizer, setup
+from selfsup_clusters.training.run_eval import backbone_features, evaluate
+from selfsup_clusters.training.trainer import clustering_due, train_epoch, update_clusters
+from tests.conftest import TINY, every_method
 
 SMALL = ["precision=fp32", "batch_size=32", "data.image_size=16", "eval.batch_size=64", "eval.projector=0",
          "eval.linear=false", "eval.cluster_metrics=false", "clusters.niter=5", "clusters.nredo=1"]
-METHODS = {
-    "simclr": [],
+# Every registered method (conftest.every_method), sized small where named here.
+EVERY_METHOD = every_method({
     "cl-infonce": ["clusters.spec=kmeans:4", "method_args.key_queue=48"],
     "moco": ["method_args.queue_size=64", "method_args.shuffle_bn_splits=2"],
     "pcl": ["clusters.spec=kmeans:4", "clusters.warmup=0", "method_args.queue_size=64",
             "method_args.shuffle_bn_splits=2"],
-    "ce": ["clusters.spec=kmeans:4"],
-    "supervised": [],
-}
+}, spec="kmeans:4")
+SETTINGS = {param.values[0]: param.values[1] for param in EVERY_METHOD}
 
 
 def small_run(tmp_path, method: str = "simclr", *overrides: str, train: int = 64):
-    cfg = load_config(overrides=[*TINY, *SMALL, f"method={method}", *METHODS[method], *overrides,
+    cfg = load_config(overrides=[*TINY, *SMALL, *SETTINGS[method], *overrides,
                                  f"out={tmp_path / 'run'}"])
     run = setup(cfg, data=synthetic_dataset(train, 48, channels=1, size=16))
     if clustering_due(run, 0):
@@ -43,8 +42,8 @@ def small_run(tmp_path, method: str = "simclr", *overrides: str, train: int = 64
 # --- the memory bank ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", list(METHODS))
-def test_memory_bank_holds_each_steps_embeddings_at_the_samples_own_slots(tmp_path, method):
+@pytest.mark.parametrize("method, _settings", EVERY_METHOD)
+def test_memory_bank_holds_each_steps_embeddings_at_the_samples_own_slots(tmp_path, method, _settings):
     run = small_run(tmp_path, method)
     steps, checks = [], []
     model, after_step = run.model, run.method.after_step
@@ -87,7 +86,7 @@ def captured_kmeans_input(run, epoch: int) -> torch.Tensor:
 
 
 def test_kmeans_clusters_the_bank_once_it_is_full_and_a_fresh_pass_otherwise(tmp_path):
-    from selfsup_clusters.evaluate import extract_features
+    from selfsup_clusters.evaluation.evaluate import extract_features
 
     run = small_run(tmp_path, "cl-infonce")  # features=memory; epoch 0 clustered a fresh pass (empty bank)
     train_epoch(run, 0, NullLogger())
@@ -105,7 +104,7 @@ def test_kmeans_clusters_the_bank_once_it_is_full_and_a_fresh_pass_otherwise(tmp
 
 
 def test_kmeans_before_the_bank_is_full_uses_a_fresh_pass(tmp_path):
-    from selfsup_clusters.evaluate import extract_features
+    from selfsup_clusters.evaluation.evaluate import extract_features
 
     run = small_run(tmp_path, "cl-infonce")
     run.memory.seen[:10] = True  # only some samples seen: the bank still holds random vectors

@@ -35,15 +35,15 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from selfsup_clusters.bench import timed_run, write_report  # noqa: E402
 from selfsup_clusters.data import load_dataset  # noqa: E402
 from selfsup_clusters.data.augment import BatchAugment  # noqa: E402
 from selfsup_clusters.data.cache import cache_dataset  # noqa: E402
 from selfsup_clusters.data.fashion_mnist import CLASS_NAMES  # noqa: E402
 from selfsup_clusters.data.loader import make_batches  # noqa: E402
 from selfsup_clusters.recipes import load_config  # noqa: E402
-from selfsup_clusters.tables import format_table  # noqa: E402
-from selfsup_clusters.trainer import epoch_generator, train, train_epoch  # noqa: E402
+from selfsup_clusters.studies.bench import timed_run, write_report  # noqa: E402
+from selfsup_clusters.studies.tables import format_table  # noqa: E402
+from selfsup_clusters.training.trainer import epoch_generator, train, train_epoch  # noqa: E402
 
 PATHS = {"files": "data.cache=false", "cache": "data.cache=true"}
 BATCH = 64

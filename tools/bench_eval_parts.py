@@ -15,9 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from selfsup_clusters.evaluate import cluster_quality, linear_probe, protocol_scores, weighted_knn  # noqa: E402
-from selfsup_clusters.run import load_trained  # noqa: E402
-from selfsup_clusters.run_eval import backbone_features  # noqa: E402
+from selfsup_clusters.evaluation.evaluate import cluster_quality, linear_probe, protocol_scores, weighted_knn  # noqa: E402
+from selfsup_clusters.training.run import load_trained  # noqa: E402
+from selfsup_clusters.training.run_eval import backbone_features  # noqa: E402
 
 
 def timed(name: str, work):

@@ -21,11 +21,11 @@ from torchvision.transforms import v2
 
 from selfsup_clusters.data import load_dataset
 from selfsup_clusters.data.augment import BatchAugment
-from selfsup_clusters.evaluate import raw_pixel_knn, weighted_knn
-from selfsup_clusters.methods import build_method
+from selfsup_clusters.evaluation.evaluate import raw_pixel_knn, weighted_knn
+from selfsup_clusters.methods.registry import build_method
 from selfsup_clusters.recipes import load_config
-from selfsup_clusters.run import build_optimizer
-from selfsup_clusters.trainer import epoch_generator
+from selfsup_clusters.training.run import build_optimizer
+from selfsup_clusters.training.trainer import epoch_generator
 
 OUT = Path("bench_out/foundation.json")
 
@@ -124,8 +124,8 @@ def raw_knn(args) -> dict:
 def knn_scores(run_dir: Path, bank_size: int | None = None, test_size: int | None = None) -> dict:
     """kNN top-1 of a finished run at the reference protocol (k=20, T=0.07) and the default (k=200, T=0.1), with the
     first `bank_size` training images (default all) as the bank and the first `test_size` test images."""
-    from selfsup_clusters.run import load_trained
-    from selfsup_clusters.run_eval import backbone_features
+    from selfsup_clusters.training.run import load_trained
+    from selfsup_clusters.training.run_eval import backbone_features
 
     run = load_trained(run_dir / "checkpoints" / "last.pt", [f"data.subset={bank_size or 'null'}",
                                                               f"data.test_subset={test_size or 'null'}"])

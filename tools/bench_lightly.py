@@ -41,13 +41,13 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from selfsup_clusters.backbones import create_backbone  # noqa: E402
-from selfsup_clusters.bench import parse_variants, timed_run, write_report  # noqa: E402
 from selfsup_clusters.data import load_dataset  # noqa: E402
-from selfsup_clusters.evaluate import linear_probe, weighted_knn  # noqa: E402
+from selfsup_clusters.evaluation.evaluate import linear_probe, weighted_knn  # noqa: E402
+from selfsup_clusters.methods.backbones import create_backbone  # noqa: E402
 from selfsup_clusters.recipes import load_config  # noqa: E402
-from selfsup_clusters.run_eval import backbone_features  # noqa: E402
-from selfsup_clusters.trainer import train_epoch  # noqa: E402
+from selfsup_clusters.studies.bench import parse_variants, timed_run, write_report  # noqa: E402
+from selfsup_clusters.training.run_eval import backbone_features  # noqa: E402
+from selfsup_clusters.training.trainer import train_epoch  # noqa: E402
 
 LIGHTLY = {"min_scale": 0.3, "temperature": 0.2, "lr": 0.3, "momentum": 0.9, "workers": 2}
 

@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from selfsup_clusters.backbones import SMALL_OUTPUT, use_point_convolutions  # noqa: E402
+from selfsup_clusters.methods.backbones import SMALL_OUTPUT, use_point_convolutions  # noqa: E402
 
 SHAPES = [  # (in channels, map size), out channels, stride: resnet10t's layer4, layer3 and layer2 at 28 px
     ((512, 1), 512, 1), ((256, 2), 512, 2), ((256, 2), 256, 1), ((128, 4), 256, 2), ((128, 4), 128, 1)]

@@ -24,12 +24,12 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from selfsup_clusters.bench import write_report  # noqa: E402
-from selfsup_clusters.evaluate import linear_probe  # noqa: E402
-from selfsup_clusters.intervals import t_interval  # noqa: E402
-from selfsup_clusters.run import load_trained  # noqa: E402
-from selfsup_clusters.run_eval import backbone_features  # noqa: E402
-from selfsup_clusters.tables import format_table  # noqa: E402
+from selfsup_clusters.evaluation.evaluate import linear_probe  # noqa: E402
+from selfsup_clusters.evaluation.intervals import t_interval  # noqa: E402
+from selfsup_clusters.studies.bench import write_report  # noqa: E402
+from selfsup_clusters.studies.tables import format_table  # noqa: E402
+from selfsup_clusters.training.run import load_trained  # noqa: E402
+from selfsup_clusters.training.run_eval import backbone_features  # noqa: E402
 
 
 def adamw_probe(train_features, train_labels, test_features, test_labels, seed: int = 0) -> float:

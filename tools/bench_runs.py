@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from selfsup_clusters.bench import write_report  # noqa: E402
-from selfsup_clusters.tables import format_table  # noqa: E402
+from selfsup_clusters.studies.bench import write_report  # noqa: E402
+from selfsup_clusters.studies.tables import format_table  # noqa: E402
 
 
 def one_run(checkout: Path, run: str, overrides: list[str], out: Path) -> dict:

@@ -28,13 +28,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from selfsup_clusters.bench import parse_variants, peak_flops, step_flops, timed_run, write_report  # noqa: E402
 from selfsup_clusters.data import load_dataset  # noqa: E402
 from selfsup_clusters.recipes import load_config  # noqa: E402
-from selfsup_clusters.run import resolve_device  # noqa: E402
-from selfsup_clusters.run_eval import backbone_features  # noqa: E402
-from selfsup_clusters.tables import format_table  # noqa: E402
-from selfsup_clusters.trainer import train_epoch  # noqa: E402
+from selfsup_clusters.studies.bench import parse_variants, peak_flops, step_flops, timed_run, write_report  # noqa: E402
+from selfsup_clusters.studies.tables import format_table  # noqa: E402
+from selfsup_clusters.training.run import resolve_device  # noqa: E402
+from selfsup_clusters.training.run_eval import backbone_features  # noqa: E402
+from selfsup_clusters.training.trainer import train_epoch  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

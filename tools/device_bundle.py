@@ -33,9 +33,9 @@ from selfsup_clusters.clusters.wordnet import (  # noqa: E402
     load_wordnet,
     synset_for_wnid,
 )
+from selfsup_clusters.core.errors import UserError  # noqa: E402
+from selfsup_clusters.core.files import atomic_write  # noqa: E402
 from selfsup_clusters.data.fashion_mnist import DEBIAN_ROOT, FILES  # noqa: E402
-from selfsup_clusters.errors import UserError  # noqa: E402
-from selfsup_clusters.files import atomic_write  # noqa: E402
 
 WHEELS = ("faiss-cpu", "omegaconf")  # what the GPU machine lacks (PyYAML and packaging, omegaconf's needs, it has)
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from selfsup_clusters.intervals import paired_difference, t_interval  # noqa: E402
+from selfsup_clusters.evaluation.intervals import paired_difference, t_interval  # noqa: E402
 
 
 def finals(folder: Path) -> dict[int, dict]:

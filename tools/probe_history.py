@@ -20,11 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_probe import adamw_probe  # noqa: E402 - the probe before 7251a56, as it was
 
-from selfsup_clusters.evaluate import PROBE_L2, linear_probe, tuned_probe  # noqa: E402
-from selfsup_clusters.intervals import paired_difference  # noqa: E402
-from selfsup_clusters.run import load_trained  # noqa: E402
-from selfsup_clusters.run_eval import backbone_features  # noqa: E402
-from selfsup_clusters.tables import markdown_table  # noqa: E402
+from selfsup_clusters.evaluation.evaluate import PROBE_L2, linear_probe, tuned_probe  # noqa: E402
+from selfsup_clusters.evaluation.intervals import paired_difference  # noqa: E402
+from selfsup_clusters.studies.tables import markdown_table  # noqa: E402
+from selfsup_clusters.training.run import load_trained  # noqa: E402
+from selfsup_clusters.training.run_eval import backbone_features  # noqa: E402
 
 
 def scores(run_dir: Path) -> dict[str, float]:

@@ -1,6 +1,9 @@
 """Cluster sources: FAISS k-means, WordNet hierarchy levels, attribute combinations, the labels themselves and
 synthetic sets, behind `assign(features) -> Assignments`; the one spec grammar (spec.py); the information
-statistics used to compare them."""
+statistics used to compare them. Owns: assignments, sources, k-means, the spec grammar, statistics, archives.
+
+May import: core, data (a dataset's auxiliary information: labels, WordNet ids, attributes).
+"""
 
 from .assignments import Assignments, ClusterError
 from .attributes import attribute_clusters, rank_attributes

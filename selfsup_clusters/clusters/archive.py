@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from selfsup_clusters.errors import UserError
-from selfsup_clusters.files import atomic_write
+from selfsup_clusters.core.errors import UserError
+from selfsup_clusters.core.files import atomic_write
 
 FORMAT = "selfsup-clusters assignments 1"
 FOLDER = "clusters"

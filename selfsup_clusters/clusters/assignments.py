@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from selfsup_clusters.errors import UserError
+from selfsup_clusters.core.errors import UserError
 
 
 class ClusterError(UserError, ValueError):

@@ -2,9 +2,8 @@
 UT-Zappos levels: every attribute is a binary indicator, and `attributes:K` gives each combination of the K most
 informative indicators one cluster (at most 2^K clusters).
 
-Tables reach this as indicators: `categorical_indicators` expands a multi-valued column into one indicator per
-value (ranking whole columns would favour columns with many values), `tag_indicators` turns a column of several
-tags per sample ("red leather strap") into one indicator per frequent tag.
+Tables reach this as indicators (data/csv_table.py: a multi-valued column is one indicator per value, since
+ranking whole columns would favour columns with many values; a column of tags, one indicator per frequent tag).
 
 Columns are ranked by the empirical entropy of their values over the training samples, highest first; equal
 entropies (compared after rounding to 12 decimals, so float noise cannot reorder them) keep column order. Because
@@ -13,42 +12,13 @@ level K uses the columns of level K - 1 plus one more, every cluster at K lies i
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .assignments import Assignments, ClusterError, as_numpy_ints
 from .stats import entropy
-
-
-def categorical_indicators(codes: torch.Tensor, values: list[str], column: str) -> tuple[torch.Tensor, list[str]]:
-    """(N,) codes into `values` -> an (N, A) 0/1 table and its A names. A column with at most two values is one
-    indicator (named by the column where its values are 0/1, else "column=<second value>"); a column with V > 2
-    values is V indicators "column=value"."""
-    if len(values) > 2:
-        return F.one_hot(codes, len(values)).long(), [f"{column}={value}" for value in values]
-    name = column if set(values) <= {"0", "1"} else f"{column}={values[-1]}"
-    return (codes == 1).long().view(-1, 1), [name]  # one value only: a constant 0 column
-
-
-def tag_indicators(texts: Sequence[str], column: str, separator: str = " ", max_tags: int = 0
-                   ) -> tuple[torch.Tensor, list[str]]:
-    """Each sample's tags ("red leather strap", split at `separator`) -> an (N, T) 0/1 table with one indicator
-    "column:tag" per tag, for the `max_tags` most frequent tags (0: all); equal counts keep the tags' sorted
-    order."""
-    tag_sets = [{tag.strip() for tag in text.split(separator or None) if tag.strip()} for text in texts]
-    counts = Counter(tag for tags in tag_sets for tag in tags)
-    ranked = sorted(counts, key=lambda tag: (-counts[tag], tag))
-    kept = ranked[:max_tags] if max_tags > 0 else ranked
-    index = {tag: i for i, tag in enumerate(kept)}
-    table = torch.zeros(len(texts), len(kept), dtype=torch.int64)
-    for row, tags in enumerate(tag_sets):
-        for tag in tags & index.keys():
-            table[row, index[tag]] = 1
-    return table, [f"{column}:{tag}" for tag in kept]
 
 
 def rank_attributes(attributes: torch.Tensor | np.ndarray) -> list[int]:

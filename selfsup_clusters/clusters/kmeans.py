@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from selfsup_clusters.progress import progress
+from selfsup_clusters.core.progress import progress
 
 from .assignments import Assignments, ClusterError
 
@@ -31,7 +31,7 @@ class KMeansOptions:
     objective kept). seed: base seed; clustering i of a list of Ks uses seed + i.
     min_points_per_centroid: below this many samples per cluster we warn once.
     use_gpu: "auto" (GPU when faiss-gpu sees one), "cpu", or "gpu" (fail if
-    there is none). progress: a bar over the Ks (on a terminal; see selfsup_clusters/progress.py).
+    there is none). progress: a bar over the Ks (on a terminal; see selfsup_clusters/core/progress.py).
     """
 
     niter: int = 20

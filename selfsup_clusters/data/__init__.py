@@ -4,13 +4,18 @@ cache (data/cache.py; `data.cache=false`: PIL per image, every epoch).
 
 `DATASETS` maps a name to a loader `(DataConfig, path) -> ImageDataset`; `path` is the PATH of the names that take
 one (`imagefolder:PATH`, `csv:PATH`), else None.
+
+Owns: datasets and their auxiliary information (base.py), multi-view augmentation, batching, the decoded cache.
+May import: core.
+The schema's dataclasses (DataConfig, ...) are type hints only here: the schema sits floors above.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from selfsup_clusters.config import DataConfig
+from selfsup_clusters.core.errors import UserError
 from selfsup_clusters.data.base import ImageDataset, Split
 from selfsup_clusters.data.cache import cache_dataset
 from selfsup_clusters.data.cifar import load_cifar10, load_cifar100
@@ -18,7 +23,9 @@ from selfsup_clusters.data.csv_table import load_csv_table
 from selfsup_clusters.data.fashion_mnist import load_fashion_mnist
 from selfsup_clusters.data.imagefolder import load_image_folder
 from selfsup_clusters.data.stl10 import load_stl10
-from selfsup_clusters.errors import UserError
+
+if TYPE_CHECKING:  # type hints only: the schema sits above data (it imports evaluation's protocols)
+    from selfsup_clusters.config import DataConfig
 
 DATASETS: dict[str, Callable[[DataConfig, str | None], ImageDataset]] = {
     "fashion-mnist": lambda cfg, path: load_fashion_mnist(cfg),

@@ -14,11 +14,14 @@ jitter inside the colour jitter and, after the grayscale step, Gaussian blur wit
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from selfsup_clusters.config import AugmentConfig
+if TYPE_CHECKING:  # type hints only: the schema sits above data (it imports evaluation's protocols)
+    from selfsup_clusters.config import AugmentConfig
+
 
 
 class BatchAugment:

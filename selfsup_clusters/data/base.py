@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from selfsup_clusters.errors import UserError
+from selfsup_clusters.core.errors import UserError
 
 WNID_PATTERN = re.compile(r"^n(\d{8})$")  # an ImageNet/WordNet id: "n" + the synset's offset in data.noun
 

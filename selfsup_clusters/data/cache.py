@@ -28,16 +28,19 @@ import time
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from selfsup_clusters.config import DataConfig
+from selfsup_clusters.core.errors import UserError
+from selfsup_clusters.core.files import atomic_write, remove_stale_temporaries, writing_into
+from selfsup_clusters.core.progress import progress
 from selfsup_clusters.data.base import ImageDataset
 from selfsup_clusters.data.loader import ImageReadError, read_batches, read_image
-from selfsup_clusters.errors import UserError
-from selfsup_clusters.files import atomic_write, remove_stale_temporaries, writing_into
-from selfsup_clusters.progress import progress
+
+if TYPE_CHECKING:  # type hints only: the schema sits above data (it imports evaluation's protocols)
+    from selfsup_clusters.config import DataConfig
 
 FORMAT = 1  # bump when the rule or the layout changes: every cache is then rebuilt
 CHUNK = 1 << 24  # bytes read at a time for the CRC
@@ -78,23 +81,6 @@ def cache_dataset(data: ImageDataset, cfg: DataConfig) -> tuple[ImageDataset, Ca
           flush=True)
     return replace(data, train=train.select(torch.nonzero(~bad[:n]).squeeze(1)),
                    test=test.select(torch.nonzero(~bad[n:]).squeeze(1)), skipped_files=skipped), info
-
-
-def prepare_cache(config: str | None, overrides: list[str]) -> str:
-    """The `cache` command: build the cache a training run with this config and these overrides reads, unless it
-    is up to date; one line describing it."""
-    from selfsup_clusters.data import load_dataset  # the registry imports this module
-    from selfsup_clusters.recipes import load_config
-
-    cfg = load_config(config, [*overrides, "data.cache=false", "data.val_fraction=0"])
-    data = load_dataset(cfg.data)  # training's subset and test subset, before any validation split is held out
-    if data.train.paths is None:
-        raise UserError(f"{cfg.data.name} is held in memory already; the cache is for --dataset imagefolder:PATH "
-                        "and csv:PATH")
-    _, info = cache_dataset(data, replace(cfg.data, cache=True))
-    state = "up to date" if info.built_seconds is None else f"built in {info.built_seconds:.1f} s"
-    return (f"{info.images} images ({len(data.train)} train, {len(data.test)} test) at {info.size}x{info.size} px "
-            f"in {info.folder}: {info.bytes / 1e6:.1f} MB, {state}")
 
 
 def load_or_build(paths: list[str], size: int, root: Path, num_workers: int, skip_unreadable: bool = False

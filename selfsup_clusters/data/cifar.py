@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from selfsup_clusters.config import DataConfig
+from selfsup_clusters.core.errors import UserError
 from selfsup_clusters.data.base import ImageDataset, Split
-from selfsup_clusters.errors import UserError
+
+if TYPE_CHECKING:  # type hints only: the schema sits above data (it imports evaluation's protocols)
+    from selfsup_clusters.config import DataConfig
 
 DEFAULT_ROOT = Path.home() / ".cache" / "selfsup-clusters"  # without --data-root
 MEAN_STD = {

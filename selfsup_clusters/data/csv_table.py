@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import csv
 import os
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 
-from selfsup_clusters import distributed
-from selfsup_clusters.clusters.attributes import categorical_indicators, tag_indicators
-from selfsup_clusters.config import CsvConfig, DataConfig
+from selfsup_clusters.core import distributed
+from selfsup_clusters.core.errors import UserError
 from selfsup_clusters.data.base import ImageDataset, Split
 from selfsup_clusters.data.imagefolder import (
     IMAGENET_MEAN,
@@ -29,9 +32,38 @@ from selfsup_clusters.data.imagefolder import (
     seeded_split,
     shuffled,
 )
-from selfsup_clusters.errors import UserError
+
+if TYPE_CHECKING:  # type hints only: the schema sits above data (it imports evaluation's protocols)
+    from selfsup_clusters.config import CsvConfig, DataConfig
 
 SPLITS = ("train", "test")
+
+
+def categorical_indicators(codes: torch.Tensor, values: list[str], column: str) -> tuple[torch.Tensor, list[str]]:
+    """(N,) codes into `values` -> an (N, A) 0/1 table and its A names. A column with at most two values is one
+    indicator (named by the column where its values are 0/1, else "column=<second value>"); a column with V > 2
+    values is V indicators "column=value"."""
+    if len(values) > 2:
+        return F.one_hot(codes, len(values)).long(), [f"{column}={value}" for value in values]
+    name = column if set(values) <= {"0", "1"} else f"{column}={values[-1]}"
+    return (codes == 1).long().view(-1, 1), [name]  # one value only: a constant 0 column
+
+
+def tag_indicators(texts: Sequence[str], column: str, separator: str = " ", max_tags: int = 0
+                   ) -> tuple[torch.Tensor, list[str]]:
+    """Each sample's tags ("red leather strap", split at `separator`) -> an (N, T) 0/1 table with one indicator
+    "column:tag" per tag, for the `max_tags` most frequent tags (0: all); equal counts keep the tags' sorted
+    order."""
+    tag_sets = [{tag.strip() for tag in text.split(separator or None) if tag.strip()} for text in texts]
+    counts = Counter(tag for tags in tag_sets for tag in tags)
+    ranked = sorted(counts, key=lambda tag: (-counts[tag], tag))
+    kept = ranked[:max_tags] if max_tags > 0 else ranked
+    index = {tag: i for i, tag in enumerate(kept)}
+    table = torch.zeros(len(texts), len(kept), dtype=torch.int64)
+    for row, tags in enumerate(tag_sets):
+        for tag in tags & index.keys():
+            table[row, index[tag]] = 1
+    return table, [f"{column}:{tag}" for tag in kept]
 
 
 def _read_rows(table: Path) -> tuple[list[str], list[dict[str, str]]]:

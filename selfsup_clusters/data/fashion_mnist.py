@@ -5,13 +5,16 @@ from __future__ import annotations
 import gzip
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from selfsup_clusters.config import DataConfig
+from selfsup_clusters.core.errors import UserError, first_line
 from selfsup_clusters.data.base import ImageDataset, Split
-from selfsup_clusters.errors import UserError, first_line
+
+if TYPE_CHECKING:  # type hints only: the schema sits above data (it imports evaluation's protocols)
+    from selfsup_clusters.config import DataConfig
 
 DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"
 DOWNLOAD_ROOT = Path.home() / ".cache" / "selfsup-clusters" / "fashion-mnist"  # --download without --data-root

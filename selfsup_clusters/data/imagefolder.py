@@ -10,14 +10,17 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, has_file_allowed_extension
 
-from selfsup_clusters import distributed
-from selfsup_clusters.config import DataConfig
+from selfsup_clusters.core import distributed
+from selfsup_clusters.core.errors import UserError
 from selfsup_clusters.data.base import WNID_PATTERN, ImageDataset, Split
-from selfsup_clusters.errors import UserError
+
+if TYPE_CHECKING:  # type hints only: the schema sits above data (it imports evaluation's protocols)
+    from selfsup_clusters.config import DataConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -15,18 +15,21 @@ transforms in DataLoader worker processes (`FileBatches`). `make_batches` picks 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from selfsup_clusters import distributed
-from selfsup_clusters.config import AugmentConfig
+from selfsup_clusters.core import distributed
+from selfsup_clusters.core.errors import UserError
+from selfsup_clusters.core.seeds import derived_seed
 from selfsup_clusters.data.augment import BatchAugment, blur_kernel_size
 from selfsup_clusters.data.base import ImageDataset, Split
-from selfsup_clusters.errors import UserError
-from selfsup_clusters.seeds import derived_seed
+
+if TYPE_CHECKING:  # type hints only: the schema sits above data (it imports evaluation's protocols)
+    from selfsup_clusters.config import AugmentConfig
 
 EVAL_CROP = 0.875  # image files' centre view: the central 87.5% (the usual ImageNet evaluation, eval_transform)
 

@@ -10,15 +10,18 @@ files on every load.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torchvision.datasets import STL10
 
-from selfsup_clusters.config import DataConfig
+from selfsup_clusters.core.errors import UserError
 from selfsup_clusters.data.base import ImageDataset, Split
 from selfsup_clusters.data.cifar import DEFAULT_ROOT
-from selfsup_clusters.errors import UserError
+
+if TYPE_CHECKING:  # type hints only: the schema sits above data (it imports evaluation's protocols)
+    from selfsup_clusters.config import DataConfig
 
 CLASS_NAMES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
 

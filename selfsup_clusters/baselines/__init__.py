@@ -1,1 +1,0 @@
-"""Baseline methods, each a thin subclass of selfsup_clusters.method.Method."""
