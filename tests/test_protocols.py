@@ -118,6 +118,9 @@ def test_rescore_scores_finished_runs_again_without_training_and_rewrites_the_ta
     # A run scored before the family: its linear score from the old fixed probe, no chosen penalty.
     old = {key: value for key, value in trained.items() if key not in ("linear_l2", "knn20_top1")}
     final_path.write_text(json.dumps({**old, "linear_top1": 0.5}))
+    raw_path = out / "raw_pixels.json"  # raw pixels' row from before the family: scored again too
+    raw = json.loads(raw_path.read_text())[0]
+    raw_path.write_text(json.dumps([{k: v for k, v in raw.items() if k not in ("linear_l2", "knn20_top1")}]))
     from selfsup_clusters.training import trainer
 
     monkeypatch.setattr(trainer, "train", lambda cfg: pytest.fail("trained"))
@@ -130,6 +133,7 @@ def test_rescore_scores_finished_runs_again_without_training_and_rewrites_the_ta
         {key: trained[key] for key in ("linear_top1", "linear_l2", "knn20_top1")}
     rows = {row["name"]: row for row in csv.DictReader((out / "results.csv").open())}
     assert float(rows["moco"]["linear_top1"]) == pytest.approx(trained["linear_top1"])
+    assert float(rows["raw pixels"]["linear_l2"]) == raw["linear_l2"] and rows["raw pixels"]["knn20_top1"]
     assert "rewriting the tables: selfsup-clusters compare" in capsys.readouterr().out
     from selfsup_clusters.training.run_eval import rescore_run
 

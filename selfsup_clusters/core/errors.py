@@ -17,6 +17,7 @@ class Interrupted(UserError):
 
 
 DIVERGED = 3  # the exit status of a run stopped by a non-finite loss: distinct from a crash (1) and a bad input (2)
+DIVERGED_FILE = "diverged.json"  # in the run folder: where a run that diverged stopped (divergence.py writes it)
 
 
 class Diverged(UserError):

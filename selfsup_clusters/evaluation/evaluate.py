@@ -79,7 +79,7 @@ def raw_pixel_knn(train_images: torch.Tensor, train_labels: torch.Tensor, test_i
 
 
 PROBE_L2 = 3e-3  # the fixed-penalty probe's L2 (protocol "linear_fixed"), chosen on mean validation accuracy
-# over all methods (docs/evaluation.md); the deciding probe chooses its own per representation (protocol.py)
+# over all methods (docs/evaluation.md); the deciding probe chooses its own per representation (tuned_probe)
 
 
 def standardiser(features: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -135,7 +135,7 @@ def linear_probe(
     Features standardised with the training mean and std, multinomial logistic regression fitted on the whole
     training set at once by L-BFGS (`fit_linear`), as CLIP's linear probes are (Radford et al. 2021, with
     scikit-learn's L-BFGS); samples labelled -1 are skipped. The penalty chosen per representation on a split of
-    the training features: protocol.tuned_probe. Deterministic: `seed` and `show_progress` are accepted for the
+    the training features: tuned_probe. Deterministic: `seed` and `show_progress` are accepted for the
     callers' sake and change nothing.
     """
     keep = train_labels >= 0

@@ -16,7 +16,7 @@ import torch
 
 from selfsup_clusters.clusters import parse_spec
 from selfsup_clusters.config import Config
-from selfsup_clusters.core.errors import Diverged, Interrupted, UserError, first_line
+from selfsup_clusters.core.errors import DIVERGED_FILE, Diverged, Interrupted, UserError, first_line
 from selfsup_clusters.evaluation.evaluate import protocol_scores, raw_pixel_features, weighted_knn
 from selfsup_clusters.evaluation.intervals import Interval, SeedRule, t_interval
 from selfsup_clusters.evaluation.protocols import FAMILY, unscored
@@ -27,7 +27,6 @@ SCORES = (*(protocol.metric for protocol in FAMILY.values()), "knn_top1")
 METRICS = (*SCORES, "nmi", "train_time_s", "eval_time_s", "images_per_s")
 DECIDING = FAMILY["linear"].metric  # the metric whose verdict decides whether a comparison gets another seed
 RULE_FILE = "seed_rule.json"
-DIVERGED_FILE = "diverged.json"  # where a run that diverged says so (divergence.py)
 FIXED = SeedRule(1, 1, 0.01)  # a plain 95% t-interval over whatever seeds there are
 
 
@@ -188,12 +187,15 @@ def hold_rule(out: Path, rule: SeedRule) -> None:
 
 
 def raw_pixel_rows(cfg: Config, out: Path) -> list[dict]:
-    """kNN and linear probe on raw pixels (mean-centred, L2-normalised) of the same train/test images."""
+    """kNN and the protocol family on raw pixels (mean-centred, L2-normalised) of the same train/test images; kept
+    in DIR/raw_pixels.json, computed again when that row predates the family (as a run's final.json is)."""
     from selfsup_clusters.data import load_dataset
 
     path = out / "raw_pixels.json"
     if path.exists():
-        return json.loads(path.read_text())
+        rows = json.loads(path.read_text())
+        if not any(unscored(row, cfg.eval.protocols) for row in rows):
+            return rows
     data = load_dataset(cfg.data)
     if not torch.is_tensor(data.train.images):
         return []  # image files: no raw-pixel reference

@@ -12,7 +12,7 @@ import math
 import torch
 
 from selfsup_clusters.core import distributed
-from selfsup_clusters.core.errors import Diverged
+from selfsup_clusters.core.errors import DIVERGED_FILE, Diverged
 from selfsup_clusters.core.files import atomic_write
 from selfsup_clusters.training.run import Run
 
@@ -35,7 +35,7 @@ def diverged(run: Run, epoch: int, step: int, loss: float, what: str = "") -> Di
               "run_id": run.run_id}
     last = run.out_dir / "checkpoints" / "last.pt"
     if distributed.is_main():
-        atomic_write(run.out_dir / "diverged.json", lambda f: f.write((json.dumps(record) + "\n").encode()))
+        atomic_write(run.out_dir / DIVERGED_FILE, lambda f: f.write((json.dumps(record) + "\n").encode()))
     kept = f"the last good checkpoint {last} is kept" if last.is_file() else "no checkpoint was written before it"
     precision = "precision=fp32" if run.precision != "fp32" else "precision=fp32 (which it had)"
     return Diverged(f"{cfg.method} diverged in epoch {epoch + 1}/{cfg.epochs} (found at step {step}/"

@@ -23,7 +23,7 @@ from selfsup_clusters.clusters import (
 )
 from selfsup_clusters.config import Config, merge_overrides, to_dict, to_yaml, validate
 from selfsup_clusters.core import distributed
-from selfsup_clusters.core.errors import UserError, first_line
+from selfsup_clusters.core.errors import DIVERGED_FILE, UserError, first_line
 from selfsup_clusters.core.files import writable_folder
 from selfsup_clusters.data import ImageDataset, load_dataset
 from selfsup_clusters.data.augment import BatchAugment
@@ -317,7 +317,7 @@ def start(run: Run) -> Run:
     """The method wrapped for the processes (DistributedDataParallel under torchrun) and config.yaml written."""
     run.model = distributed.data_parallel(run.method, run.device)
     if distributed.is_main():
-        (run.out_dir / "diverged.json").unlink(missing_ok=True)  # about an earlier attempt, which this one replaces
+        (run.out_dir / DIVERGED_FILE).unlink(missing_ok=True)  # about an earlier attempt, which this one replaces
         kept = write_config_file(run.out_dir, to_yaml(run.cfg), run.run_id)
         if kept is not None:
             print(f"{run.out_dir}/config.yaml held another config or could not be read: kept as {kept.name}; this run "
