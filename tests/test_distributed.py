@@ -208,6 +208,9 @@ def test_cl_infonce_kmeans_on_two_ranks_matches_one_rank_with_equal_clusters(tmp
     "moco": ["method=moco", "method_args.queue_size=256", "method_args.shuffle_bn_splits=2", "model.sync_bn=false"],
     "pcl": ["method=pcl", "clusters.spec=kmeans:8,16", "method_args.queue_size=256", "method_args.shuffle_bn_splits=2"],
     "cl-infonce": ["method=cl-infonce", "clusters.spec=kmeans:8", "method_args.key_queue=96"],
+    # each rank queues 64 of the 128 from epoch 2 on; Sinkhorn's sums over both ranks
+    "swav": ["method=swav", "method_args.num_prototypes=16", "method_args.queue_length=128",
+             "method_args.queue_start_epoch=1"],
 }))
 def test_every_method_trains_on_two_ranks(name, method, tmp_path):
     from tests.conftest import TINY, metrics
@@ -286,8 +289,8 @@ def needs_data():
 
 def cluster_ids_of(method) -> list[torch.Tensor]:
     """The cluster ids a method trains with, whichever attribute holds them."""
-    if getattr(method, "clusterings", None):  # pcl
-        return [ids.cpu() for ids, _, _ in method.clusterings]
+    if getattr(method, "clusterings", None):  # pcl, deepcluster-v2
+        return [clustering[0].cpu() for clustering in method.clusterings]
     return [ids.cpu() for ids in getattr(method, "cluster_ids", None) or getattr(method, "targets", None) or []]
 
 

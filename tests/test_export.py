@@ -94,7 +94,8 @@ with torch.no_grad():
 
 @pytest.mark.parametrize("method, settings", every_method({"moco": ["method=moco", "method_args.queue_size=128"],
                                                            "pcl": ["method=pcl", "clusters.spec=kmeans:8",
-                                                                   "method_args.queue_size=128"]},
+                                                                   "method_args.queue_size=128"],
+                                                           "swav": ["method=swav", "method_args.num_prototypes=16"]},
                                                           slow_but=("cl-infonce",)))
 def test_every_method_exports_a_backbone_with_the_trainers_features(tmp_path, method, settings):
     from selfsup_clusters import export_backbone, load_backbone

@@ -27,7 +27,8 @@ LONG_EPOCHS = [*TINY, "data.subset=1024", "batch_size=8", "epochs=3", "log.every
 TRAIN = [sys.executable, "-m", "selfsup_clusters", "train"]
 # Every registered method (conftest.every_method): cl-infonce by default, the others with -m slow.
 EVERY_METHOD = every_method({"moco": ["method=moco", "method_args.queue_size=256"],
-                             "pcl": ["method=pcl", "clusters.spec=kmeans:8", "method_args.queue_size=256"]},
+                             "pcl": ["method=pcl", "clusters.spec=kmeans:8", "method_args.queue_size=256"],
+                             "swav": ["method=swav", "method_args.num_prototypes=16"]},
                             slow_but=("cl-infonce",))
 TIMING = ("epoch_time_s", "images_per_s", "data_time_frac", "train_time_s", "eval_time_s", "environment", "out_dir",
           "config", "clusters", "run_id")

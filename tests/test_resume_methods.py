@@ -31,6 +31,13 @@ CASES = every_method({
             "method_args.queue_size=128"],
     # The queue and the key encoder, and the shuffle-BN permutations from the checkpointed RNG.
     "moco": ["method=moco", "method_args.queue_size=128"],
+    # Prototypes frozen in epoch 0 and learning from epoch 1 on (their momentum from the checkpoint); the queue
+    # from epoch 1 on, in use from its third step: epoch 2 (resumed) needs the checkpointed queue and its pointer.
+    "swav": ["method=swav", "method_args.num_prototypes=16", "method_args.queue_length=128",
+             "method_args.queue_start_epoch=1"],
+    # k-means of the bank before every epoch (a fresh pass before the first), centroids rebuilt from the
+    # checkpoint's assignments on resume; two heads.
+    "deepcluster-v2": ["method=deepcluster-v2", "clusters.spec=kmeans:4,8"],
 })
 
 

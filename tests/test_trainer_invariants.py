@@ -26,6 +26,7 @@ EVERY_METHOD = every_method({
     "moco": ["method_args.queue_size=64", "method_args.shuffle_bn_splits=2"],
     "pcl": ["clusters.spec=kmeans:4", "clusters.warmup=0", "method_args.queue_size=64",
             "method_args.shuffle_bn_splits=2"],
+    "swav": ["method_args.num_prototypes=8", "method_args.queue_length=32", "method_args.queue_start_epoch=0"],
 }, spec="kmeans:4")
 SETTINGS = {param.values[0]: param.values[1] for param in EVERY_METHOD}
 

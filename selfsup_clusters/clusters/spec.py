@@ -11,6 +11,8 @@ still noisy.
 A spec with several parts ("wordnet:7+wordnet:9", "attributes:4@0.5+kmeans:500") trains on all of them at once:
 Cl-InfoNCE's loss is the weighted mean of its per-part losses, ce has one head per clustering, pcl takes k-means
 parts only. Weights are relative (default 1 each); a k-means part with several K shares its weight among them.
+A K may repeat within a k-means part ("kmeans:300,300,300", DeepCluster-v2's three heads): each run of it is its
+own clustering (its own k-means seed).
 A list of specs is comma-separated; an item that starts with a digit continues the k-means part before it
 ("wordnet:7,kmeans:25,50" is two specs).
 """
@@ -68,8 +70,12 @@ class ClusterPart:
         return text if self.weight == 1 else f"{text}@{self.weight:g}"
 
     def clustering_names(self) -> list[str]:
-        """One name per clustering the part produces (k-means: one per K); weights are not part of it."""
-        return [f"kmeans{k}" for k in self.numbers] if self.dynamic else [self.kind + "-".join(map(str, self.numbers))]
+        """One name per clustering the part produces (k-means: one per K, a repeated K numbered from its second
+        time on, as DeepCluster-v2's 3 x 3000: kmeans3000, kmeans3000_2, kmeans3000_3); weights are not part of it."""
+        if not self.dynamic:
+            return [self.kind + "-".join(map(str, self.numbers))]
+        return [f"kmeans{k}" + (f"_{n}" if (n := self.numbers[:i + 1].count(k)) > 1 else "")
+                for i, k in enumerate(self.numbers)]
 
 
 @dataclass(frozen=True)

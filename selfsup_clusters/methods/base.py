@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup_clusters.clusters.spec import parse_spec
+from selfsup_clusters.core.errors import UserError
 from selfsup_clusters.methods.losses import weighted_mean
 
 if TYPE_CHECKING:  # type hints only: the schema sits below, and imports nothing of this
@@ -63,8 +64,14 @@ class Method(nn.Module):
       needs_labels     every training image must have a label (checked once, before training)
       projector        the head `embed` runs after the backbone (a fresh pass's memory-bank embedding); a method
                        without one overrides `embed`
+      check_data(cfg, num_samples) -> None or the one-line problem with this data (before the first step)
       set_clusters(assignments) -> parameters it re-initialised (the trainer clears their optimizer state)
+      start_epoch(epoch) -> parameters that begin to learn now: called before each epoch's first step, also when
+                       a run resumes inside it
+      after_backward() called between the backward pass and the optimizer step (SwAV's frozen prototypes)
       after_step()     called after each optimizer step (MoCo's EMA)
+      own_clusters(bank) -> [(name, ids (N,))]: a `makes_clusters` method's clusters of the memory bank's rows,
+                       for the loop's cluster diagnostics
       features(x)      what evaluation and export read (default: the backbone's features)
     """
 
@@ -94,6 +101,12 @@ class Method(nn.Module):
         self.cluster_spec = parse_spec(cfg.clusters.spec) if self.needs_cluster_spec else None
         self.cluster_weights: list[float] = self.cluster_spec.clustering_weights() if self.cluster_spec else []
 
+    @classmethod
+    def check_data(cls, cfg: Config, num_samples: int) -> str | None:
+        """None when the method can train on `num_samples` training images with `cfg`, else the problem in one line
+        (checked before the first step)."""
+        return None
+
     def training_step(self, views: list[torch.Tensor], index: torch.Tensor, label: torch.Tensor) -> dict:
         raise NotImplementedError
 
@@ -101,6 +114,13 @@ class Method(nn.Module):
         """The training step: the loop calls the module, since DistributedDataParallel syncs gradients only for
         what goes through its forward."""
         return self.training_step(views, index, label)
+
+    def require_kmeans(self, example: str) -> None:
+        """Refuse a cluster spec with a part that is not k-means (a method that learns from centroids)."""
+        fixed = [str(part) for part in self.cluster_spec.parts if not part.dynamic]
+        if fixed:
+            raise UserError(f"method {self.name!r} learns from k-means centroids only, and '{fixed[0]}' is not "
+                            f"k-means; use k-means parts only, e.g. --clusters {example}")
 
     def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
         """loss * T / method_args.base_temperature when that is set (SupCon's and the official Cl-InfoNCE code's
@@ -120,8 +140,20 @@ class Method(nn.Module):
         optimizer state)."""
         return []
 
+    def start_epoch(self, epoch: int) -> list[nn.Parameter]:
+        """Called before the epoch's first step; returns the parameters that begin to learn at this epoch (the
+        trainer starts their optimizer state afresh)."""
+        return []
+
+    def after_backward(self) -> None:  # noqa: B027 - optional hook
+        pass
+
     def after_step(self) -> None:  # noqa: B027 - optional hook
         pass
+
+    def own_clusters(self, bank: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+        """A `makes_clusters` method's clusters of the bank's (N, d) rows: [(name, ids (N,) int64)]."""
+        return []
 
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> torch.Tensor:

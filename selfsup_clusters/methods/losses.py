@@ -124,3 +124,65 @@ def proto_nce(
     selected = torch.cat([positive_ids, negative_ids])
     logits = query @ prototypes[selected].T / concentration[selected]
     return F.cross_entropy(logits, torch.arange(query.shape[0], device=query.device))
+
+
+def _no_reduce(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+@torch.no_grad()
+@in_float32
+def sinkhorn(scores: torch.Tensor, epsilon: float, iterations: int, world_size: int = 1,
+             all_reduce=_no_reduce) -> torch.Tensor:
+    """SwAV's codes: Sinkhorn-Knopp's equal-partition soft assignment of B samples to K prototypes, as the official
+    facebookresearch/swav `distributed_sinkhorn`.
+
+    scores: (B, K) cosines of this process's samples (queue rows first, if any) with the prototypes. With Q =
+    exp(scores / epsilon)^T (K x B_total over all processes) scaled to sum 1, each iteration divides every row by
+    its sum times K (each prototype gets 1/K of the mass), then every column by its sum times B_total (each sample
+    1/B_total); the result is Q * B_total transposed, so each sample's code sums to 1. `all_reduce` sums a tensor
+    over the processes in place (torch.distributed's, under torchrun): the total and the row sums are global, the
+    column sums are each process's own samples. Returns (B, K), no gradient.
+    """
+    q = torch.exp(scores / epsilon).t()
+    total = q.shape[1] * world_size
+    k = q.shape[0]
+    q /= all_reduce(q.sum())
+    for _ in range(iterations):
+        q /= all_reduce(q.sum(dim=1, keepdim=True))
+        q /= k
+        q /= q.sum(dim=0, keepdim=True)
+        q /= total
+    return (q * total).t()
+
+
+@in_float32
+def swapped_prediction(scores: torch.Tensor, codes: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SwAV's loss: each view's code predicted from every other view's scores (main_swav.py's loss with
+    crops_for_assign = every view).
+
+    scores: (V, B, K) cosines of each view's normalised projections with the normalised prototypes; codes:
+    (V, B, K) each view's Sinkhorn codes. Returns the mean over the views v of
+        1/(V-1) * sum_{u != v} mean_b( -sum_k codes[v, b, k] * log_softmax(scores[u, b] / T)[k] ).
+    """
+    views = scores.shape[0]
+    log_p = F.log_softmax(scores / temperature, dim=2)
+    total = scores.new_zeros(())
+    for v in range(views):
+        for u in range(views):
+            if u != v:
+                total = total - (codes[v] * log_p[u]).sum(dim=1).mean() / (views - 1)
+    return total / views
+
+
+@in_float32
+def prototype_cross_entropy(z: torch.Tensor, prototypes: torch.Tensor, targets: torch.Tensor,
+                            temperature: float) -> torch.Tensor:
+    """DeepCluster-v2's loss for one clustering: cross-entropy of the (N, d) L2-normalised projections' cosines
+    with the (K, d) frozen, normalised centroids, divided by T, against each row's (N,) k-means assignment; rows
+    whose target is negative (not yet assigned) are left out of the mean (main_deepclusterv2.py's ignore_index).
+    Returns 0 with a gradient when no row is assigned."""
+    logits = z @ prototypes.T / temperature
+    assigned = targets >= 0
+    per_row = F.cross_entropy(logits, targets.clamp(min=0), reduction="none")
+    return torch.where(assigned, per_row, 0.0).sum() / assigned.sum().clamp(min=1)

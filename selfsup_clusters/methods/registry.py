@@ -19,9 +19,11 @@ from selfsup_clusters.core.errors import UserError, first_line
 from selfsup_clusters.methods.backbones import create_backbone
 from selfsup_clusters.methods.base import Method, NoOptions
 from selfsup_clusters.methods.baselines.cross_entropy import ClusterCrossEntropy, Supervised
+from selfsup_clusters.methods.baselines.deepcluster import DeepClusterV2
 from selfsup_clusters.methods.baselines.moco import MoCo
 from selfsup_clusters.methods.baselines.pcl import PCL
 from selfsup_clusters.methods.baselines.simclr import SimCLR
+from selfsup_clusters.methods.baselines.swav import SwAV
 from selfsup_clusters.methods.cl_infonce import ClInfoNCE
 
 if TYPE_CHECKING:  # type hints only: the schema sits below, and imports nothing of this
@@ -32,6 +34,8 @@ METHODS: dict[str, type[Method]] = {
     "cl-infonce": ClInfoNCE,
     "moco": MoCo,
     "pcl": PCL,
+    "deepcluster-v2": DeepClusterV2,
+    "swav": SwAV,
     "ce": ClusterCrossEntropy,
     "supervised": Supervised,
 }

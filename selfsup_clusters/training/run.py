@@ -102,9 +102,12 @@ class EpochProgress:
     mates_sum: torch.Tensor | None = None  # (clusterings,): each clustering's cluster-mates per anchor, summed
     data_time: float = 0.0
     seconds: float = 0.0  # this epoch's training time before the last stop
+    # a `makes_clusters` method's own clusters of the bank at the epoch's start, [(name, ids)]: its diagnostics
+    own_clusters: list | None = None
 
     def state_dict(self) -> dict:
         return {"step": self.step, "clusters": self.clusters, "data_time": self.data_time, "seconds": self.seconds,
+                "own_clusters": self.own_clusters,
                 **{key: None if value is None else value.cpu() for key, value in
                    (("loss_sum", self.loss_sum), ("mates_sum", self.mates_sum))}}
 
@@ -117,7 +120,7 @@ class EpochProgress:
             losses = losses[distributed.rank()] if len(losses) == distributed.world_size() else losses.mean()
         mates = state["mates_sum"]
         return cls(state["step"], state["clusters"], losses.to(device), None if mates is None else mates.to(device),
-                   state["data_time"], state["seconds"])
+                   state["data_time"], state["seconds"], state.get("own_clusters"))
 
 
 @dataclass
@@ -260,6 +263,9 @@ def build_run(cfg: Config, out_dir: Path, data: ImageDataset | None) -> Run:
     if cfg.model.sync_bn:
         method = distributed.sync_batchnorm(method, device)
     fit_batch(cfg, len(data.train))
+    problem = method_class(cfg.method).check_data(cfg, len(data.train))
+    if problem:
+        raise UserError(problem)
     steps_per_epoch = len(data.train) // cfg.batch_size
     optimizer, scheduler = build_optimizer(cfg, method, steps_per_epoch)
     memory = MemoryBank(len(data.train), method.embedding_dim, device, seed=cfg.seed)

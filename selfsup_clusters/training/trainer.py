@@ -104,9 +104,13 @@ def train_epoch(run: Run, epoch: int, logger: RunLogger, done: EpochProgress | N
     cfg, method, train = run.cfg, run.method, run.data.train
     done = done or EpochProgress()
     method.train()
+    for parameter in method.start_epoch(epoch):  # parameters that begin to learn now start their optimizer state
+        if done.step == 0:  # afresh (not again when a run resumes inside the epoch)
+            forget_momentum(run.optimizer, parameter)
     generator = epoch_generator(cfg, epoch, run.device)
     order = torch.randperm(len(train), generator=generator, device=run.device)
-    clusterings = [ids.to(run.device) for ids in run.assignments.ids] if run.assignments is not None else []
+    tracked = tracked_clusterings(run, done)
+    clusterings = [ids.to(run.device) for _, ids in tracked]
     if done.loss_sum is None:
         done.loss_sum = torch.zeros((), device=run.device)
         done.mates_sum = torch.zeros(len(clusterings), device=run.device)
@@ -132,6 +136,8 @@ def train_epoch(run: Run, epoch: int, logger: RunLogger, done: EpochProgress | N
                 and done.step < run.steps_per_epoch:
             save_step(run, epoch, done, start)
     record = epoch_record(run, epoch, done, start)
+    record["cluster_mates"] = [(name, ids, mates) for (name, ids), mates in zip(tracked, record["cluster_mates"],
+                                                                                 strict=True)]
     # The epoch's loss sum holds every step's loss (a non-finite one stays non-finite): one check per epoch, on a
     # value read to the host anyway, and the weights too, before a checkpoint would keep them.
     check_finite(run, epoch, run.steps_per_epoch, record["loss"])
@@ -145,6 +151,7 @@ def train_step(run: Run, views: list[torch.Tensor], index: torch.Tensor, labels:
         out = run.model(views, index, labels)  # method.training_step
     run.optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
+    run.method.after_backward()
     run.optimizer.step()
     run.scheduler.step()
     samples = distributed.all_gather(index)
@@ -334,24 +341,36 @@ def train_epochs(run: Run, logger: RunLogger, stop: StopRequest | None = None) -
     return final
 
 
-def cluster_diagnostics(run: Run, mates: list[float], logger: RunLogger, epoch: int) -> dict:
-    """Each clustering the method learns from, this epoch (to metrics.jsonl and TensorBoard's clusters/NAME/): the
-    mean number of cluster-mates an anchor had in its (global) batch - the positives clusters add beyond its own
-    views -, the occupied clusters, the largest cluster's share of the samples and NMI/AMI to the labels (NaN
+def tracked_clusterings(run: Run, done: EpochProgress) -> list[tuple[str, torch.Tensor]]:
+    """The clusterings the epoch's diagnostics follow, as (name, ids (N,)): those the method learns from (the
+    spec's), or a method's own clusters (SwAV's prototypes) of the memory bank at the epoch's start, once every
+    sample is in it (kept in `done`, so a run resumed inside the epoch follows the same)."""
+    if run.assignments is not None:
+        return list(zip(run.cluster_source.spec.clustering_names(), run.assignments.ids, strict=True))
+    if run.method.makes_clusters and done.own_clusters is None and bool(run.memory.seen.all()):
+        done.own_clusters = run.method.own_clusters(run.memory.features)
+    return done.own_clusters or []
+
+
+def cluster_diagnostics(run: Run, mates: list[tuple[str, torch.Tensor, float]], logger: RunLogger,
+                        epoch: int) -> dict:
+    """Each tracked clustering (name, ids, mates), this epoch (to metrics.jsonl and TensorBoard's clusters/NAME/):
+    the mean number of cluster-mates an anchor had in its (global) batch - the positives clusters add beyond its
+    own views -, the occupied clusters, the largest cluster's share of the samples and NMI/AMI to the labels (NaN
     without labels). Empty before the first clustering."""
-    if run.assignments is None or not mates:
-        return {}
     rows = []
-    for name, ids, mean_mates in zip(run.cluster_source.spec.clustering_names(), run.assignments.ids, mates,
-                                     strict=True):
-        if name not in run.cluster_stats:  # resumed: computed once from the restored assignments
-            run.cluster_stats[name] = cluster_statistics(ids, run.data.train.labels)
-        stats = run.cluster_stats[name]
+    for name, ids, mean_mates in mates:
+        if run.assignments is None:  # a method's own clusters: new every epoch
+            stats = cluster_statistics(ids, run.data.train.labels)
+        else:  # the spec's: from update_clusters, or (resumed) computed once from the restored assignments
+            if name not in run.cluster_stats:
+                run.cluster_stats[name] = cluster_statistics(ids, run.data.train.labels)
+            stats = run.cluster_stats[name]
         rows.append({"name": name, "mates_per_anchor": mean_mates, "occupied_clusters": stats["num_clusters"],
                      "largest_share": stats["largest_cluster"] / len(ids), "NMI": stats["NMI"], "AMI": stats["AMI"]})
         logger.scalars({k: v for k, v in rows[-1].items() if k != "name"}, (epoch + 1) * run.steps_per_epoch,
                        prefix=f"clusters/{name}/")
-    return {"cluster_diagnostics": rows}
+    return {"cluster_diagnostics": rows} if rows else {}
 
 
 def save_epoch(run: Run, epoch: int, train_time_s: float) -> None:

@@ -88,10 +88,7 @@ class PCL(MoCo):
 
     def __init__(self, cfg, backbone, **kwargs):
         super().__init__(cfg, backbone, **kwargs)
-        fixed = [str(part) for part in self.cluster_spec.parts if not part.dynamic]
-        if fixed:
-            raise UserError(f"method 'pcl' learns from k-means prototypes only, and '{fixed[0]}' is not k-means; "
-                            "use k-means parts only, e.g. --clusters kmeans:500,1000 or kmeans:500+kmeans:1000@0.5")
+        self.require_kmeans("kmeans:500,1000 or kmeans:500+kmeans:1000@0.5")
         self.proto_negatives = self.args.proto_negatives
         crowded = [k for k in self.num_clusters if k <= 2 * cfg.batch_size]
         if crowded:
