@@ -74,10 +74,14 @@ def test_claims_smoke_writes_every_claim_and_resumes_without_training(tmp_path, 
     out = tmp_path / "claims"
     assert main(["claims", "--budget", "smoke", "--seeds", "2", "--out", str(out)]) == 0
     text = (out / "claims.md").read_text()
-    for claim in ("C1", "C2", "C3", "C4", "K"):
+    for claim in ("C1", "C2", "C3", "C4", "K", "F"):
         assert f"## {claim}:" in text
         assert (out / f"claims_{claim.lower()}.png").stat().st_size > 1000
-    assert text.count("**Verdict: ") == 5
+    assert text.count("**Verdict: ") == 6
+    # the clustering family at one K, SwAV's prototypes and DeepCluster-v2's clusters in the diagnostics
+    assert "DeepCluster-v2: cl-infonce kmeans:16 - deepcluster-v2 kmeans:16 clusters.warmup=0" in text
+    assert "SwAV: cl-infonce kmeans:16 - swav method_args.num_prototypes=16" in text
+    assert "| prototypes:16 |" in text and "| kmeans16 |" in text
     assert "the recipe: cl-infonce instance - simclr" in text
     assert "the clusters with mates (K=4): cl-infonce kmeans:4 - cl-infonce instance" in text
     assert "cluster-mates per anchor" in text
@@ -87,8 +91,8 @@ def test_claims_smoke_writes_every_claim_and_resumes_without_training(tmp_path, 
     assert "H(Z|T) given I(Z;T)" in text and "**The shortcut, checked once**" in text
     rows = (out / "claims.csv").read_text().splitlines()
     assert rows[0] == "claim,comparison,metric,difference,low,high,n,verdict,robustness"
-    # C1-C3, K: 8 comparisons, C4: 4 correlations, each under the 4 protocols of the family
-    assert len(rows) == 1 + 8 * 4 + 4 * 4
+    # C1-C3, K, F: 12 comparisons, C4: 4 correlations, each under the 4 protocols of the family
+    assert len(rows) == 1 + 12 * 4 + 4 * 4
     table = list(csv.DictReader((out / "claims.csv").open()))
     assert {r["metric"] for r in table} == {p.label for p in FAMILY.values()}
     assert all(r["robustness"] == "robust" or r["robustness"].startswith("protocol-dependent (") for r in table)
@@ -100,7 +104,7 @@ def test_claims_smoke_writes_every_claim_and_resumes_without_training(tmp_path, 
     simclr = [r for r in curve if r["comparison"] == "cl-infonce wordnet:8 - simclr" and r["metric"] == "linear_top1"]
     assert [int(r["samples_seen"]) for r in simclr] == [256, 512] and all(r["n"] == "2" for r in simclr)
     assert all(r["robustness"] for r in simclr)  # the deciding protocol's points say how they hold
-    assert {r["claim"] for r in curve} == {"C1", "C2", "C3", "C4", "K", "raw pixels"}
+    assert {r["claim"] for r in curve} == {"C1", "C2", "C3", "C4", "K", "F", "raw pixels"}
     assert (out / "claims_curve.png").stat().st_size > 1000
     runs = list(csv.DictReader((out / "claims_runs.csv").open()))
     assert list(runs[0]) == ["run", "linear_top1", "linear_low", "linear_high", "knn_top1", "knn_low", "knn_high"]

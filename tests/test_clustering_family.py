@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from selfsup_clusters.core.errors import UserError
 from selfsup_clusters.methods.losses import prototype_cross_entropy, sinkhorn, swapped_prediction
-from tests.conftest import TINY, needs_fashion_mnist
+from tests.conftest import TINY, metrics, needs_fashion_mnist
 
 
 def official_sinkhorn(out: np.ndarray, epsilon: float = 0.05, iterations: int = 3) -> np.ndarray:
@@ -178,3 +178,15 @@ def test_bad_input_is_one_error_before_training(tmp_path, overrides, message):
     with pytest.raises(UserError, match=message):
         train(load_config(overrides=[*TINY, *overrides, f"out={tmp_path / 'run'}"]))
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@needs_fashion_mnist
+@pytest.mark.parametrize("freeze", [0, 1])
+def test_swav_trains_with_and_without_a_frozen_first_epoch(tmp_path, freeze):
+    from selfsup_clusters.recipes import load_config
+    from selfsup_clusters.training.trainer import train
+
+    final = train(load_config(overrides=[*TINY, "method=swav", "method_args.num_prototypes=16", "eval.linear=false",
+                                         f"method_args.freeze_prototypes_epochs={freeze}", f"out={tmp_path / 'run'}"]))
+    last = metrics(tmp_path / "run")[-1]  # its own clusters' diagnostics, once the bank holds every sample
+    assert final["loss"] > 0 and last["cluster_diagnostics"][0]["name"] == "prototypes:16"

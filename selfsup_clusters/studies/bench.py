@@ -208,6 +208,27 @@ def bench_kmeans(n: int, d: int, ks: list[int], niter: int, epoch_seconds: float
     return {"n": n, "d": d, "niter": niter, "epoch_seconds": epoch_seconds, "rows": rows}
 
 
+def bench_sinkhorn(run: Run, step_ms: float, repeats: int = 20) -> dict:
+    """SwAV's Sinkhorn-Knopp at the run's sizes (its batch plus queue rows, K prototypes, one call per view), per
+    training step and as a share of the step."""
+    from selfsup_clusters.methods.losses import sinkhorn
+
+    method, generator = run.method, torch.Generator().manual_seed(0)
+    k, views = method.prototypes.weight.shape[0], run.cfg.augment.views
+    rows = run.cfg.batch_size + method.queue.shape[1]
+    scores = F.normalize(torch.randn(rows, 128, generator=generator), dim=1) @ \
+        F.normalize(torch.randn(k, 128, generator=generator), dim=1).T
+    scores = scores.to(run.device)
+    sinkhorn(scores, method.args.epsilon, method.args.sinkhorn_iterations)
+    synchronize(run.device)
+    start = time.perf_counter()
+    for _ in range(repeats * views):
+        sinkhorn(scores, method.args.epsilon, method.args.sinkhorn_iterations)
+    synchronize(run.device)
+    ms = 1000 * (time.perf_counter() - start) / repeats
+    return {"K": k, "rows": rows, "views": views, "ms_per_step": ms, "share_of_step": ms / step_ms}
+
+
 def bench_knn(run: Run, n_train: int, n_test: int, k: int, extract_batches: int = 3) -> dict:
     """kNN over random unit features of the backbone's width (its time depends on the sizes, not the values), and
     the feature extraction of n_train + n_test images extrapolated from `extract_batches` eval batches."""
@@ -281,8 +302,10 @@ def run_bench(args) -> dict:
         kmeans["epoch"] = f"{first['method']}: {args.kmeans_n} images at {first['step_ms']:.0f} ms per batch of " \
                           f"{cfg.batch_size}"
         knn = bench_knn(runs[0], args.knn_train, args.knn_test, cfg.eval.knn_k)
+        sinkhorn = [bench_sinkhorn(run, result["step_ms"]) for run, result in zip(runs, results, strict=True)
+                    if result["method"] == "swav"]
     report = {"machine": machine, "settings": settings, "peak": peak, "methods": results, "kmeans": kmeans,
-              "knn": knn}
+              "knn": knn, **({"sinkhorn": sinkhorn[0]} if sinkhorn else {})}
     print(format_report(report))
     write_report(report, args.out)
     return report
@@ -311,6 +334,10 @@ def format_report(report: dict) -> str:
                  f"({k['epoch_seconds']:.1f} s)")
     lines.append(format_table([{"K": r["K"], "seconds": r["seconds"],
                                 "share of epoch": f"{r['share_of_epoch']:.2%}"} for r in k["rows"]]))
+    if "sinkhorn" in report:
+        h = report["sinkhorn"]
+        lines += ["", f"SwAV's Sinkhorn ({h['rows']} rows x K={h['K']}, {h['views']} views): {h['ms_per_step']:.2f} ms "
+                  f"a step, {h['share_of_step']:.1%} of its step"]
     n = report["knn"]
     lines += ["", f"kNN (k={n['k']}) over {n['n_train']} x {n['n_test']} features of dim {n['dim']}: "
               f"{n['knn_seconds']:.2f} s; extracting them: about {n['extract_seconds_estimate']:.1f} s "

@@ -64,6 +64,7 @@ def plan_claims(user: UserConfig) -> Plan:
         Comparison("C2", cl_kmeans, Entry("pcl", f"kmeans:{k}")),
         Comparison("C3", cl_aux, Entry("ce", aux)),
         *loop_comparisons(cfg, cl_kmeans, simclr),
+        *family_comparisons(k, cl_kmeans, simclr),
     ]
     return Plan(comparisons, levels, shortcut_entry(cfg, cl_aux), tuple(cfg.claims.level_overrides))
 
@@ -77,6 +78,17 @@ def loop_comparisons(cfg: Config, cl_kmeans: Entry, simclr: Entry) -> list[Compa
             Comparison("K", instance, simclr, "the recipe"),
             Comparison("K", cl_kmeans, instance, f"the clusters (K={cfg.claims.kmeans})"),
             Comparison("K", mates, instance, f"the clusters with mates (K={cfg.claims.kmeans_mates})")]
+
+
+def family_comparisons(k: int, cl_kmeans: Entry, simclr: Entry) -> list[Comparison]:
+    """The clustering family at one budget and one K (claims.kmeans): Cl-InfoNCE on k-means against PCL,
+    DeepCluster-v2 (its k-means from the first epoch, as its authors: no warm-up) and SwAV (K prototypes), with
+    SimCLR as the instance-only reference."""
+    others = [("PCL", Entry("pcl", f"kmeans:{k}")),
+              ("DeepCluster-v2", Entry("deepcluster-v2", f"kmeans:{k}", ("clusters.warmup=0",))),
+              ("SwAV", Entry("swav", "none", (f"method_args.num_prototypes={k}",))),
+              ("SimCLR, instances only", simclr)]
+    return [Comparison("F", cl_kmeans, other, role) for role, other in others]
 
 
 def check_sources(user: UserConfig, offered: list[str]) -> None:

@@ -44,6 +44,8 @@ STATEMENTS = {
     "C4": "Representation quality rises with I(Z;T) and falls with H(Z|T) (Z the clusters, T the labels).",
     "K": "The k-means loop against SimCLR, taken apart: the recipe (instance clusters are SimCLR's positives at "
          "Cl-InfoNCE's recipe) and the clusters (k-means minus instance clusters).",
+    "F": "The clustering family at one budget and one K: Cl-InfoNCE on k-means against PCL, DeepCluster-v2 and "
+         "SwAV, SimCLR the instance-only reference (no claim of the paper: 'agrees' reads 'Cl-InfoNCE ahead').",
 }
 SIGNS = {name: sign for _, name, sign in MEASURES}
 PANEL_TITLES = {
@@ -52,6 +54,7 @@ PANEL_TITLES = {
     "C3": "C3: Cl-InfoNCE minus CE on the same clusters|linear top-1, paired difference",
     "C4": "C4: each measure, the other partialled out|Spearman rho with linear top-1",
     "K": "K: the k-means loop - SimCLR, the recipe, the clusters|linear top-1, paired difference",
+    "F": "F: Cl-InfoNCE (k-means) minus each of the clustering family, same K|linear top-1, paired difference",
     "each run - raw pixels": "Each run minus raw pixels (below 0: nothing learned yet)|linear top-1 margin",
 }
 # claims_runs.csv: column -> the key of a summary's CSV row (tables.flatten of Summary.row())
@@ -73,8 +76,9 @@ def report(plan: Plan, base: Config, rule: SeedRule, level_seeds: list[int], by_
         lines, table = lines + section, table + rows
     section, rows = correlation_section(plan, by_entry, raw, out)
     lines, table = lines + section, table + rows
-    section, rows = comparison_section("K", plan, by_entry, raw, out, rule)
-    lines, table = lines + section, table + rows
+    for claim in ("K", "F"):
+        section, rows = comparison_section(claim, plan, by_entry, raw, out, rule)
+        lines, table = lines + section, table + rows
     panels = curve_points(plan, curves, raw, rule)
     lines += curve_section(plan, panels, curves) + ["## Every run", "", *runs_lines(by_entry, raw, curves), ""]
     lines += [f"FAILED: {failure}" for failure in failures]  # "... DIVERGED: ..." for a run that diverged
@@ -131,8 +135,9 @@ def comparison_section(claim: str, plan: Plan, by_entry: dict[Entry, Result], ra
         lines += supervised_gap(by_entry[plan.supervised], shown[:-1], by_entry)
     if claim == "C2":
         lines += ["", *diagnostics_lines(plan, by_entry, out)]
-    if claim == "K":
-        lines += ["", "The cluster-mates each of these runs' clusters gave an anchor: C2's diagnostics table."]
+    if claim in ("K", "F"):
+        lines += ["", "The cluster-mates each of these runs' clusters gave an anchor (SwAV's: its prototypes, nearest "
+                  "to each sample's projection): C2's diagnostics table."]
     if any(e in by_entry for e in shown):
         plot([summarise(by_entry[e]) for e in shown if e in by_entry], out / f"claims_{claim.lower()}.png",
              reference=raw[0] if raw else None)
@@ -164,7 +169,7 @@ def diagnostics_lines(plan: Plan, by_entry: dict[Entry, Result], out: Path) -> l
     """Every clustering run's cluster diagnostics in its last epoch (metrics.jsonl), mean over its seeds."""
     cells = []
     for entry in plan.main_entries():
-        if entry not in by_entry or entry.clusters == "none":
+        if entry not in by_entry:
             continue
         rows = [row for seed in by_entry[entry].finals for row in last_diagnostics(out / entry.folder / f"seed{seed}")]
         for name in dict.fromkeys(row["name"] for row in rows):

@@ -107,7 +107,8 @@ class SwAV(Method):
 
     def start_epoch(self, epoch: int) -> list[nn.Parameter]:
         self.epoch = epoch
-        return [self.prototypes.weight] if epoch == self.args.freeze_prototypes_epochs else []
+        unfrozen = 0 < self.args.freeze_prototypes_epochs == epoch  # (not frozen at all: nothing starts later)
+        return [self.prototypes.weight] if unfrozen else []
 
     def after_backward(self) -> None:
         if self.epoch < self.args.freeze_prototypes_epochs:  # the official code drops the prototypes' gradient
