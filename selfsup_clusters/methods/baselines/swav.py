@@ -68,8 +68,9 @@ class SwAV(Method):
     # facebookresearch/swav scripts/swav_200ep_bs256_pretrain.sh: T 0.1, epsilon 0.05, 3 Sinkhorn iterations, 3000
     # prototypes, 128-d projection after a 2048-d hidden layer, wd 1e-6, momentum 0.9, final lr 1/1000 of the base
     # lr (cosine), prototypes frozen for one epoch, a 3840 queue from epoch 15 (with batches smaller than the
-    # prototypes), LARS at lr 0.6 per 256. Here SGD (no LARS, as every method of the suite); lr 0.6 per 256 and,
-    # at the cpu budget, the queue chosen with `tune` on the validation split (docs/recipes.md).
+    # prototypes), LARS at lr 0.6 per 256. Here SGD (no LARS, as every method of the suite); at the cpu budget `tune`
+    # on the validation split kept lr 0.6 (of 0.3, 0.6, 1.2), no queue (of 0, 1024 from epoch 2) and the one frozen
+    # epoch (of 0, 1) (docs/recipes.md).
     recipe = {"optim.name": "sgd", "optim.lr": 0.6, "optim.momentum": 0.9, "optim.nesterov": False,
               "optim.weight_decay": 1e-6, "optim.min_lr_ratio": 0.001}
     reference = "Caron et al. 2020 (SwAV), facebookresearch/swav main_swav.py, swav_200ep_bs256_pretrain.sh"
