@@ -142,6 +142,14 @@ def simclr_one_process(tmp_path_factory):
     return run
 
 
+def assert_shards_split_the_bank(rank0: dict, rank1: dict, size: int) -> None:
+    """The two ranks' memory-bank shards hold every one of `size` samples exactly once, and nothing else: no rank
+    keeps the whole bank."""
+    index = torch.cat([rank0["bank_index"], rank1["bank_index"]])
+    assert torch.equal(index.sort().values, torch.arange(size))
+    assert 0 < len(rank0["bank_index"]) < size and len(rank0["bank"]) == len(rank0["bank_index"])
+
+
 @needs_gloo
 @pytest.mark.usefixtures("needs_data")
 def test_simclr_on_two_ranks_matches_one_rank(simclr_one_process, tmp_path):
@@ -181,7 +189,8 @@ def test_cl_infonce_kmeans_on_two_ranks_matches_one_rank_with_equal_clusters(tmp
     from tests.conftest import TINY
 
     # k-means before epoch 1 on a fresh pass of the initial model (the bank is still empty), so both runs start from
-    # the same clusters; before epoch 2 on the memory bank, filled from both ranks. A key queue, filled from both.
+    # the same clusters; before epoch 2 on the memory bank, each rank's shard filled by its own samples (k-means over
+    # the shards). A key queue, filled from both.
     cl = ["method=cl-infonce", "clusters.spec=kmeans:8", "method_args.key_queue=96"]
     one_process([*TINY, *CALM, *cl, f"out={tmp_path / 'one'}"])
     dump = tmp_path / "dump"
@@ -196,7 +205,7 @@ def test_cl_infonce_kmeans_on_two_ranks_matches_one_rank_with_equal_clusters(tmp
         assert torch.equal(rank0["cluster_ids"][0], rank1["cluster_ids"][0])  # k-means once, on rank 0
         assert len(rank0["cluster_ids"][0].unique()) > 1
     assert rank0["bank_seen"] and rank1["bank_seen"]  # epoch 2 clustered the bank, not a fresh pass
-    assert torch.equal(rank0["bank"], rank1["bank"])  # every rank's bank holds every rank's samples
+    assert_shards_split_the_bank(rank0, rank1, 256)  # each rank holds only its own samples' rows
     state = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=True)
     assert torch.equal(torch.as_tensor(state["assignments"]["ids"][0]), rank0["cluster_ids"][0])
 
@@ -228,7 +237,7 @@ def test_every_method_trains_on_two_ranks(name, method, tmp_path):
         differ = [key for key, value in rank0["state"].items() if not torch.equal(value, rank1["state"][key])
                   and not (per_rank_bn and ("running_" in key or "num_batches_tracked" in key))]
         assert not differ, f"epoch {epoch}: the ranks disagree on {differ[:5]}"
-        assert torch.equal(rank0["bank"], rank1["bank"])
+        assert_shards_split_the_bank(rank0, rank1, 256)
     if "method=ce" in method:
         assert int(rank0["state"]["resets"]) == 1  # the heads were re-initialised (before epoch 1) on both ranks
     for epoch in sorted({int(p.stem.rpartition("epoch")[2]) for p in dump.glob("rank0_epoch*.pt")}):
@@ -298,11 +307,11 @@ def _worker(dump: Path, argv: list[str]) -> int:
     from selfsup_clusters.cli import main
     from selfsup_clusters.core import distributed
     from selfsup_clusters.methods.base import Method
-    from selfsup_clusters.methods.memory import MemoryBank
+    from selfsup_clusters.methods.memory import ShardedMemoryBank
     from selfsup_clusters.training import trainer
 
     last_step = {}
-    real_forward, real_bank_update = Method.forward, MemoryBank.update
+    real_forward, real_bank_update = Method.forward, ShardedMemoryBank.update
 
     def recording_forward(self, views, index, label):
         out = real_forward(self, views, index, label)
@@ -311,28 +320,32 @@ def _worker(dump: Path, argv: list[str]) -> int:
 
     def checking_update(self, index, z):
         real_bank_update(self, index, z)
-        if last_step:
-            mine = self.features[last_step["index"]]
-            if not torch.equal(mine, last_step["z"].to(mine.dtype)):
+        if last_step:  # this rank's samples, and none of the others', in the slots just written
+            written = slice(self.cursor - len(index), self.cursor)
+            if not (torch.equal(self.ids[written], last_step["index"])
+                    and torch.equal(self.features[written], last_step["z"].to(self.features.dtype))):
                 raise AssertionError(f"rank {distributed.rank()}: the memory bank does not hold this rank's "
-                                     "embeddings at its samples' slots")
+                                     "embeddings in the slots of its samples")
             last_step.clear()
 
-    Method.forward, MemoryBank.update = recording_forward, checking_update
+    Method.forward, ShardedMemoryBank.update = recording_forward, checking_update
 
     real_update, real_epoch = trainer.update_clusters, trainer.train_epoch
 
+    def shard(run) -> dict:
+        rows = run.memory.shard()
+        return {"bank": rows.rows.cpu().clone(), "bank_index": rows.index.cpu().clone()}
+
     def recording(run, epoch, logger):
-        bank, seen = run.memory.features.cpu().clone(), bool(run.memory.seen.all())
+        bank, seen = shard(run), run.memory.all_seen()  # all_seen: a collective, on every rank
         rows = real_update(run, epoch, logger)
-        torch.save({"cluster_ids": cluster_ids_of(run.method), "bank": bank, "bank_seen": seen},
+        torch.save({"cluster_ids": cluster_ids_of(run.method), **bank, "bank_seen": seen},
                    dump / f"rank{distributed.rank()}_epoch{epoch}.pt")
         return rows
 
     def recording_epoch(run, epoch, logger, *rest):
         record = real_epoch(run, epoch, logger, *rest)
-        torch.save({"state": {k: v.cpu().clone() for k, v in run.method.state_dict().items()},
-                    "bank": run.memory.features.cpu().clone()},
+        torch.save({"state": {k: v.cpu().clone() for k, v in run.method.state_dict().items()}, **shard(run)},
                    dump / f"rank{distributed.rank()}_state_epoch{epoch}.pt")
         return record
 
