@@ -185,12 +185,17 @@ def test_resume_a_one_rank_run_on_two_ranks(simclr_one_process, tmp_path, monkey
 
 @needs_gloo
 @pytest.mark.usefixtures("needs_data")
-def test_cl_infonce_kmeans_on_two_ranks_matches_one_rank_with_equal_clusters(tmp_path):
+def test_cl_infonce_kmeans_on_two_ranks_matches_one_rank_with_equal_clusters(tmp_path, monkeypatch):
+    from selfsup_clusters.clusters import Shard, sources
     from tests.conftest import TINY
 
-    # k-means before epoch 1 on a fresh pass of the initial model (the bank is still empty), so both runs start from
-    # the same clusters; before epoch 2 on the memory bank, each rank's shard filled by its own samples (k-means over
-    # the shards). A key queue, filled from both.
+    # k-means before epoch 1 on a fresh pass of the initial model (the bank is still empty; each rank passes its
+    # contiguous half), before epoch 2 on the memory bank, each rank's shard filled by its own samples: k-means over
+    # the shards. The one-process run clusters with the same algorithm over one shard (the contiguous halves in
+    # order are that shard's rows: the same initial centroids), so both runs start from the same clusters. A key
+    # queue, filled from both.
+    monkeypatch.setattr(sources, "run_kmeans", lambda features, ks, options, warn=True: sources.sharded_kmeans(
+        Shard(features, torch.arange(len(features)), len(features)), ks, options, warn=warn))
     cl = ["method=cl-infonce", "clusters.spec=kmeans:8", "method_args.key_queue=96"]
     one_process([*TINY, *CALM, *cl, f"out={tmp_path / 'one'}"])
     dump = tmp_path / "dump"

@@ -148,7 +148,7 @@ def _save(state: dict | None, folder: str) -> bool:
 def test_sharded_bank_holds_every_sample_once_and_resumes_exactly(tmp_path):
     spawn(_bank_worker, tmp_path)
     ranks = [torch.load(tmp_path / f"bank{r}.pt") for r in (0, 1)]
-    for epoch, (mine, other) in enumerate(zip(*ranks, strict=True)):
+    for mine, other in zip(*ranks, strict=True):
         whole = mine["whole"]
         index = torch.cat([mine["index"], other["index"]])
         assert torch.equal(index.sort().values, torch.nonzero(whole["seen"])[:, 0])  # every seen sample once

@@ -112,13 +112,13 @@ class ShardedMemoryBank:
         every_row = distributed.gather_uneven_to_main(torch.cat([rows for _, rows in groups]).float())
         if every_id is None:
             return None
-        every_id, every_row = torch.cat(every_id), torch.cat(every_row)
         features = torch.zeros(self.size, self.features.shape[1])
         seen = torch.zeros(self.size, dtype=torch.bool)
         for tag in range(len(groups)):  # within a group a sample appears once: one write per row
-            chosen = every_id[:, 1] == tag
-            features[every_id[chosen, 0]] = every_row[chosen]
-            seen[every_id[chosen, 0]] = True
+            for ids, rows in zip(every_id, every_row, strict=True):  # rank by rank: no second copy of the bank
+                chosen = ids[:, 1] == tag
+                features[ids[chosen, 0]] = rows[chosen]
+                seen[ids[chosen, 0]] = True
         return {"features": features, "seen": seen}
 
     def load_state_dict(self, state: dict, order: torch.Tensor, step: int | None) -> None:
