@@ -204,7 +204,9 @@ def test_cl_infonce_kmeans_on_two_ranks_matches_one_rank_with_equal_clusters(tmp
     first_epoch, second_epoch = max_difference(one[:4], two[:4]), max_difference(one[4:], two[4:])
     print(f"cl-infonce: 2 ranks vs 1, largest step-loss difference {first_epoch:.1e} (epoch 1), "
           f"{second_epoch:.1e} (epoch 2, after re-clustering the slightly different banks)")
-    assert first_epoch < 2e-3 and second_epoch < 0.2
+    # With these clusters the rounding grows to 2.5e-3 by the 4th step (with FAISS's clusters on both sides, 8.9e-4:
+    # how fast it grows depends on the trajectory); the faults in the module docstring move losses by 1e-2 or more.
+    assert first_epoch < 5e-3 and second_epoch < 0.2
     for epoch in (0, 1):
         rank0, rank1 = (torch.load(dump / f"rank{r}_epoch{epoch}.pt") for r in (0, 1))
         assert torch.equal(rank0["cluster_ids"][0], rank1["cluster_ids"][0])  # k-means once, on rank 0
