@@ -10,8 +10,9 @@ computes the same new centroids: the mean, empty clusters re-seeded by splitting
 centroids; the per-rank ids and distances are then gathered into the (N,) tables, in global sample order, that
 the methods consume (`Assignments`), on every rank.
 
-With one process (no torchrun) the same code runs over the whole table, which is how tools/bench_kmeans.py and
-the tests compare it with FAISS's own k-means (`run_kmeans`, what single-process training keeps using).
+With one process (no torchrun) the same code runs over the whole table as one shard. Single-process training keeps
+FAISS's own k-means (`run_kmeans`); tests/test_distributed_kmeans.py compares the two, and
+tools/bench_kmeans_scaling.py times them.
 """
 
 from __future__ import annotations

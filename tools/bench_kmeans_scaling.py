@@ -1,8 +1,8 @@
 """Re-clustering time and peak memory per process against N: FAISS k-means on one process (`run_kmeans`, what
 one-process training runs) against k-means over 2 shards under torchrun (`sharded_kmeans`, issue #40).
 
-    .venv/bin/python tools/bench_kmeans.py                      # N = 1e4, 1e5, 1e6; d 128; K 1000 and 3 x 1000
-    .venv/bin/python tools/bench_kmeans.py --sizes 10000 --niter 5
+    .venv/bin/python tools/bench_kmeans_scaling.py              # N = 1e4, 1e5, 1e6; d 128; K 1000 and 3 x 1000
+    .venv/bin/python tools/bench_kmeans_scaling.py --sizes 10000 --niter 5
 
 Each configuration runs in fresh processes (so each peak RSS is its own): one process with every core (FAISS's
 OpenMP threads), or `torch.distributed.run --nproc-per-node 2` with one thread each (gloo). The features are
