@@ -50,13 +50,22 @@ def _join(rank: int, worker, folder: str, args: tuple) -> None:
 
 
 def _kmeans_worker(rank: int, folder: str, faulty: bool) -> None:
-    from selfsup_clusters.clusters import KMeansOptions, Shard, sharded_kmeans
+    from selfsup_clusters.clusters import KMeansOptions, Shard, distributed_kmeans, sharded_kmeans
     from selfsup_clusters.core import distributed
 
     points, _ = mixture()
-    rows = torch.from_numpy(np.random.default_rng(7).permutation(len(points)))[rank::2]  # an uneven-free split
-    if faulty:  # the planted fault: each rank averages its own shard only
-        distributed.all_reduce_sum = lambda x: x
+    rows = torch.from_numpy(np.random.default_rng(7).permutation(len(points)))[rank::2]  # a random half each
+    if faulty:  # the planted fault: the Lloyd updates skip the all-reduce (each rank averages its own shard)
+        real_update, real_sum = distributed_kmeans.update, distributed.all_reduce_sum
+
+        def local_update(*args):
+            distributed.all_reduce_sum = lambda x: x
+            try:
+                return real_update(*args)
+            finally:
+                distributed.all_reduce_sum = real_sum
+
+        distributed_kmeans.update = local_update
     results = [sharded_kmeans(Shard(points[rows], rows, len(points)), KS, KMeansOptions(seed=seed, niter=20))
                for seed in SEEDS]
     torch.save([a.state_dict() for a in results], f"{folder}/rank{rank}.pt")
@@ -97,10 +106,13 @@ def test_kmeans_over_two_shards_matches_faiss_and_every_rank_agrees(tmp_path):
 
 
 def test_kmeans_without_the_all_reduce_leaves_the_ranks_apart(tmp_path):
-    """The planted fault (each rank's centroids from its own shard only) is caught: the ranks disagree."""
+    """The planted fault (each rank's centroids from its own shard only) is caught: the ranks end with different
+    centroids, and the gathered table is no longer each sample's nearest centroid."""
     spawn(_kmeans_worker, tmp_path, True)
+    points, _ = mixture()
     rank0, rank1 = sharded_results(tmp_path)
-    assert not all(torch.equal(a.centroids[0], b.centroids[0]) for a, b in zip(rank0, rank1, strict=True))
+    assert not any(torch.equal(a.centroids[0], b.centroids[0]) for a, b in zip(rank0, rank1, strict=True))
+    assert not all(torch.equal(a.ids[i], (points @ a.centroids[i].T).argmax(1)) for a in rank0 for i in (0, 1))
 
 
 def _bank_worker(rank: int, folder: str) -> None:
