@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -187,7 +188,8 @@ def test_resume_a_one_rank_run_on_two_ranks(simclr_one_process, tmp_path, monkey
 @pytest.mark.usefixtures("needs_data")
 def test_cl_infonce_kmeans_on_two_ranks_matches_one_rank_with_equal_clusters(tmp_path, monkeypatch):
     from selfsup_clusters.clusters import Shard, sources
-    from tests.conftest import TINY
+    from selfsup_clusters.training.trainer import resume
+    from tests.conftest import TINY, metrics
 
     # k-means before epoch 1 on a fresh pass of the initial model (the bank is still empty; each rank passes its
     # contiguous half), before epoch 2 on the memory bank, each rank's shard filled by its own samples: k-means over
@@ -199,7 +201,7 @@ def test_cl_infonce_kmeans_on_two_ranks_matches_one_rank_with_equal_clusters(tmp
     cl = ["method=cl-infonce", "clusters.spec=kmeans:8", "method_args.key_queue=96"]
     one_process([*TINY, *CALM, *cl, f"out={tmp_path / 'one'}"])
     dump = tmp_path / "dump"
-    torchrun(["train", *TINY, *CALM, *cl, f"out={tmp_path / 'two'}"], dump)
+    torchrun(["train", *TINY, *CALM, *cl, "log.save_every=1", f"out={tmp_path / 'two'}"], dump)
     one, two = step_losses(tmp_path / "one"), step_losses(tmp_path / "two")
     first_epoch, second_epoch = max_difference(one[:4], two[:4]), max_difference(one[4:], two[4:])
     print(f"cl-infonce: 2 ranks vs 1, largest step-loss difference {first_epoch:.1e} (epoch 1), "
@@ -209,12 +211,24 @@ def test_cl_infonce_kmeans_on_two_ranks_matches_one_rank_with_equal_clusters(tmp
     assert first_epoch < 5e-3 and second_epoch < 0.2
     for epoch in (0, 1):
         rank0, rank1 = (torch.load(dump / f"rank{r}_epoch{epoch}.pt") for r in (0, 1))
-        assert torch.equal(rank0["cluster_ids"][0], rank1["cluster_ids"][0])  # k-means once, on rank 0
+        assert torch.equal(rank0["cluster_ids"][0], rank1["cluster_ids"][0])  # every rank, the same clusters
         assert len(rank0["cluster_ids"][0].unique()) > 1
     assert rank0["bank_seen"] and rank1["bank_seen"]  # epoch 2 clustered the bank, not a fresh pass
     assert_shards_split_the_bank(rank0, rank1, 256)  # each rank holds only its own samples' rows
     state = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=True)
     assert torch.equal(torch.as_tensor(state["assignments"]["ids"][0]), rank0["cluster_ids"][0])
+    # The checkpoint after epoch 1 holds the whole bank, gathered from the shards; one process resumes from it
+    # (another number of processes) and clusters that bank before epoch 2.
+    first = torch.load(tmp_path / "two" / "checkpoints" / "epoch0001.pt", weights_only=True)
+    assert first["memory"]["seen"].all()
+    for shard in (torch.load(dump / f"rank{r}_state_epoch0.pt") for r in (0, 1)):
+        assert torch.equal(first["memory"]["features"][shard["bank_index"]], shard["bank"])
+    two_ranks = metrics(tmp_path / "two")
+    shutil.copy(tmp_path / "two" / "checkpoints" / "epoch0001.pt", tmp_path / "two" / "checkpoints" / "last.pt")
+    resume(tmp_path / "two")
+    one_rank = metrics(tmp_path / "two")
+    assert [r["epoch"] for r in one_rank] == [0, 1] and one_rank[0] == two_ranks[0] and "clusters" in one_rank[1]
+    assert abs(one_rank[1]["loss"] - two_ranks[1]["loss"]) < 0.2  # other clusters (and rounding): not equal
 
 
 @needs_gloo
