@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -142,6 +143,14 @@ def simclr_one_process(tmp_path_factory):
     return run
 
 
+def assert_shards_split_the_bank(rank0: dict, rank1: dict, size: int) -> None:
+    """The two ranks' memory-bank shards hold every one of `size` samples exactly once, and nothing else: no rank
+    keeps the whole bank."""
+    index = torch.cat([rank0["bank_index"], rank1["bank_index"]])
+    assert torch.equal(index.sort().values, torch.arange(size))
+    assert 0 < len(rank0["bank_index"]) < size and len(rank0["bank"]) == len(rank0["bank_index"])
+
+
 @needs_gloo
 @pytest.mark.usefixtures("needs_data")
 def test_simclr_on_two_ranks_matches_one_rank(simclr_one_process, tmp_path):
@@ -177,28 +186,49 @@ def test_resume_a_one_rank_run_on_two_ranks(simclr_one_process, tmp_path, monkey
 
 @needs_gloo
 @pytest.mark.usefixtures("needs_data")
-def test_cl_infonce_kmeans_on_two_ranks_matches_one_rank_with_equal_clusters(tmp_path):
-    from tests.conftest import TINY
+def test_cl_infonce_kmeans_on_two_ranks_matches_one_rank_with_equal_clusters(tmp_path, monkeypatch):
+    from selfsup_clusters.clusters import Shard, sources
+    from selfsup_clusters.training.trainer import resume
+    from tests.conftest import TINY, metrics
 
-    # k-means before epoch 1 on a fresh pass of the initial model (the bank is still empty), so both runs start from
-    # the same clusters; before epoch 2 on the memory bank, filled from both ranks. A key queue, filled from both.
+    # k-means before epoch 1 on a fresh pass of the initial model (the bank is still empty; each rank passes its
+    # contiguous half), before epoch 2 on the memory bank, each rank's shard filled by its own samples: k-means over
+    # the shards. The one-process run clusters with the same algorithm over one shard (the contiguous halves in
+    # order are that shard's rows: the same initial centroids), so both runs start from the same clusters. A key
+    # queue, filled from both.
+    monkeypatch.setattr(sources, "run_kmeans", lambda features, ks, options, warn=True: sources.sharded_kmeans(
+        Shard(features, torch.arange(len(features)), len(features)), ks, options, warn=warn))
     cl = ["method=cl-infonce", "clusters.spec=kmeans:8", "method_args.key_queue=96"]
     one_process([*TINY, *CALM, *cl, f"out={tmp_path / 'one'}"])
     dump = tmp_path / "dump"
-    torchrun(["train", *TINY, *CALM, *cl, f"out={tmp_path / 'two'}"], dump)
+    torchrun(["train", *TINY, *CALM, *cl, "log.save_every=1", f"out={tmp_path / 'two'}"], dump)
     one, two = step_losses(tmp_path / "one"), step_losses(tmp_path / "two")
     first_epoch, second_epoch = max_difference(one[:4], two[:4]), max_difference(one[4:], two[4:])
     print(f"cl-infonce: 2 ranks vs 1, largest step-loss difference {first_epoch:.1e} (epoch 1), "
           f"{second_epoch:.1e} (epoch 2, after re-clustering the slightly different banks)")
-    assert first_epoch < 2e-3 and second_epoch < 0.2
+    # With these clusters the rounding grows to 2.5e-3 by the 4th step (with FAISS's clusters on both sides, 8.9e-4:
+    # how fast it grows depends on the trajectory); the faults in the module docstring move losses by 1e-2 or more.
+    assert first_epoch < 5e-3 and second_epoch < 0.2
     for epoch in (0, 1):
         rank0, rank1 = (torch.load(dump / f"rank{r}_epoch{epoch}.pt") for r in (0, 1))
-        assert torch.equal(rank0["cluster_ids"][0], rank1["cluster_ids"][0])  # k-means once, on rank 0
+        assert torch.equal(rank0["cluster_ids"][0], rank1["cluster_ids"][0])  # every rank, the same clusters
         assert len(rank0["cluster_ids"][0].unique()) > 1
     assert rank0["bank_seen"] and rank1["bank_seen"]  # epoch 2 clustered the bank, not a fresh pass
-    assert torch.equal(rank0["bank"], rank1["bank"])  # every rank's bank holds every rank's samples
+    assert_shards_split_the_bank(rank0, rank1, 256)  # each rank holds only its own samples' rows
     state = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=True)
     assert torch.equal(torch.as_tensor(state["assignments"]["ids"][0]), rank0["cluster_ids"][0])
+    # The checkpoint after epoch 1 holds the whole bank, gathered from the shards; one process resumes from it
+    # (another number of processes) and clusters that bank before epoch 2.
+    first = torch.load(tmp_path / "two" / "checkpoints" / "epoch0001.pt", weights_only=True)
+    assert first["memory"]["seen"].all()
+    for shard in (torch.load(dump / f"rank{r}_state_epoch0.pt") for r in (0, 1)):
+        assert torch.equal(first["memory"]["features"][shard["bank_index"]], shard["bank"])
+    two_ranks = metrics(tmp_path / "two")
+    shutil.copy(tmp_path / "two" / "checkpoints" / "epoch0001.pt", tmp_path / "two" / "checkpoints" / "last.pt")
+    resume(tmp_path / "two")
+    one_rank = metrics(tmp_path / "two")
+    assert [r["epoch"] for r in one_rank] == [0, 1] and one_rank[0] == two_ranks[0] and "clusters" in one_rank[1]
+    assert abs(one_rank[1]["loss"] - two_ranks[1]["loss"]) < 0.2  # other clusters (and rounding): not equal
 
 
 @needs_gloo
@@ -231,7 +261,7 @@ def test_every_method_trains_on_two_ranks(name, method, tmp_path):
         differ = [key for key, value in rank0["state"].items() if not torch.equal(value, rank1["state"][key])
                   and not (per_rank_bn and ("running_" in key or "num_batches_tracked" in key))]
         assert not differ, f"epoch {epoch}: the ranks disagree on {differ[:5]}"
-        assert torch.equal(rank0["bank"], rank1["bank"])
+        assert_shards_split_the_bank(rank0, rank1, 256)
     if "method=ce" in method:
         assert int(rank0["state"]["resets"]) == 1  # the heads were re-initialised (before epoch 1) on both ranks
     for epoch in sorted({int(p.stem.rpartition("epoch")[2]) for p in dump.glob("rank0_epoch*.pt")}):
@@ -301,11 +331,11 @@ def _worker(dump: Path, argv: list[str]) -> int:
     from selfsup_clusters.cli import main
     from selfsup_clusters.core import distributed
     from selfsup_clusters.methods.base import Method
-    from selfsup_clusters.methods.memory import MemoryBank
+    from selfsup_clusters.methods.memory import ShardedMemoryBank
     from selfsup_clusters.training import trainer
 
     last_step = {}
-    real_forward, real_bank_update = Method.forward, MemoryBank.update
+    real_forward, real_bank_update = Method.forward, ShardedMemoryBank.update
 
     def recording_forward(self, views, index, label):
         out = real_forward(self, views, index, label)
@@ -314,28 +344,32 @@ def _worker(dump: Path, argv: list[str]) -> int:
 
     def checking_update(self, index, z):
         real_bank_update(self, index, z)
-        if last_step:
-            mine = self.features[last_step["index"]]
-            if not torch.equal(mine, last_step["z"].to(mine.dtype)):
+        if last_step:  # this rank's samples, and none of the others', in the slots just written
+            written = slice(self.cursor - len(index), self.cursor)
+            if not (torch.equal(self.ids[written], last_step["index"])
+                    and torch.equal(self.features[written], last_step["z"].to(self.features.dtype))):
                 raise AssertionError(f"rank {distributed.rank()}: the memory bank does not hold this rank's "
-                                     "embeddings at its samples' slots")
+                                     "embeddings in the slots of its samples")
             last_step.clear()
 
-    Method.forward, MemoryBank.update = recording_forward, checking_update
+    Method.forward, ShardedMemoryBank.update = recording_forward, checking_update
 
     real_update, real_epoch = trainer.update_clusters, trainer.train_epoch
 
+    def shard(run) -> dict:
+        rows = run.memory.shard()
+        return {"bank": rows.rows.cpu().clone(), "bank_index": rows.index.cpu().clone()}
+
     def recording(run, epoch, logger):
-        bank, seen = run.memory.features.cpu().clone(), bool(run.memory.seen.all())
+        bank, seen = shard(run), run.memory.all_seen()  # all_seen: a collective, on every rank
         rows = real_update(run, epoch, logger)
-        torch.save({"cluster_ids": cluster_ids_of(run.method), "bank": bank, "bank_seen": seen},
+        torch.save({"cluster_ids": cluster_ids_of(run.method), **bank, "bank_seen": seen},
                    dump / f"rank{distributed.rank()}_epoch{epoch}.pt")
         return rows
 
     def recording_epoch(run, epoch, logger, *rest):
         record = real_epoch(run, epoch, logger, *rest)
-        torch.save({"state": {k: v.cpu().clone() for k, v in run.method.state_dict().items()},
-                    "bank": run.memory.features.cpu().clone()},
+        torch.save({"state": {k: v.cpu().clone() for k, v in run.method.state_dict().items()}, **shard(run)},
                    dump / f"rank{distributed.rank()}_state_epoch{epoch}.pt")
         return record
 

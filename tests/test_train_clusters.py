@@ -38,13 +38,14 @@ def test_fixed_wordnet_clusters_are_computed_once(tmp_path):
 
 @pytest.mark.parametrize("features, fresh_passes", [("forward", 2), ("memory", 1)])
 def test_kmeans_input_is_a_fresh_pass_or_the_full_memory_bank(tmp_path, monkeypatch, features, fresh_passes):
+    from selfsup_clusters.training import run as runs
     from selfsup_clusters.training import trainer
 
     # k-means before epochs 0 and 1. Before epoch 0 the bank holds random vectors, so both settings make a fresh
     # pass; before epoch 1 "memory" clusters the (now full) bank instead.
     inputs, passes = [], []
-    real_extract = trainer.extract_features
-    monkeypatch.setattr(trainer, "extract_features", lambda *a, **k: passes.append(1) or real_extract(*a, **k))
+    real_extract = runs.extract_features  # run.clustering_features's fresh pass
+    monkeypatch.setattr(runs, "extract_features", lambda *a, **k: passes.append(1) or real_extract(*a, **k))
     real_setup = trainer.setup
 
     def spy_setup(cfg, out_dir):

@@ -1,12 +1,14 @@
-"""Cluster sources: FAISS k-means, WordNet hierarchy levels, attribute combinations, the labels themselves and
-synthetic sets, behind `assign(features) -> Assignments`; the one spec grammar (spec.py); the information
-statistics used to compare them. Owns: assignments, sources, k-means, the spec grammar, statistics, archives.
+"""Cluster sources: FAISS k-means (over shards under torchrun), WordNet hierarchy levels, attribute combinations,
+the labels themselves and synthetic sets, behind `assign(features) -> Assignments`; the one spec grammar
+(spec.py); the information statistics used to compare them. Owns: assignments, sources, k-means (one process and
+sharded), the spec grammar, statistics, archives.
 
 May import: core, data (a dataset's auxiliary information: labels, WordNet ids, attributes).
 """
 
 from .assignments import Assignments, ClusterError
 from .attributes import attribute_clusters, rank_attributes
+from .distributed_kmeans import Shard, sharded_kmeans
 from .kmeans import KMeansOptions, run_kmeans
 from .sources import (
     ClusterSource,
@@ -25,6 +27,7 @@ __all__ = [
     "FASHION_MNIST_SYNSETS",
     "SPEC_HELP",
     "Assignments",
+    "Shard",
     "ClusterError",
     "ClusterPart",
     "ClusterSource",
@@ -47,6 +50,7 @@ __all__ = [
     "rank_attributes",
     "refuse_uninformative",
     "run_kmeans",
+    "sharded_kmeans",
     "split_spec_list",
     "statistics_table",
     "synset_for_wnid",

@@ -21,6 +21,7 @@ from selfsup_clusters.data.base import AuxiliaryInfo
 
 from .assignments import Assignments, ClusterError, as_numpy_ints
 from .attributes import attribute_clusters, rank_attributes
+from .distributed_kmeans import Shard, sharded_kmeans
 from .kmeans import KMeansOptions, run_kmeans
 from .spec import ClusterPart, ClusterSpec, parse_spec
 from .stats import cluster_statistics
@@ -77,15 +78,19 @@ class KMeansSource(ClusterSource):
     def num_clusters(self) -> list[int]:
         return list(self.spec.parts[0].numbers)
 
-    def assign(self, features: torch.Tensor | None) -> Assignments:
+    def assign(self, features: torch.Tensor | Shard | None) -> Assignments:
+        """FAISS's k-means over (N, d) features; over a `Shard` (under torchrun, every rank calling it with its
+        own), k-means over the shards (distributed_kmeans.py)."""
         if features is None:
             raise ClusterError(f"'{self.spec}' clusters features: pass the memory bank (N, d) to assign()")
-        if features.shape[0] != self.num_samples:
+        rows = features.total if isinstance(features, Shard) else features.shape[0]
+        if rows != self.num_samples:
             raise ClusterError(
                 f"'{self.spec}' was built for N={self.num_samples} samples "
-                f"but got {features.shape[0]} feature rows"
+                f"but got {rows} feature rows"
             )
-        assignments = run_kmeans(features, self.num_clusters, self.options, warn=not self._warned)
+        cluster = sharded_kmeans if isinstance(features, Shard) else run_kmeans
+        assignments = cluster(features, self.num_clusters, self.options, warn=not self._warned)
         self._warned = True  # re-clustering every epoch should not repeat the warning
         return assignments
 
@@ -105,7 +110,7 @@ class CompositeSource(ClusterSource):
     def num_clusters(self) -> list[int]:
         return [k for source in self.sources for k in source.num_clusters]
 
-    def assign(self, features: torch.Tensor | None) -> Assignments:
+    def assign(self, features: torch.Tensor | Shard | None) -> Assignments:
         parts = []
         for source in self.sources:
             if source.dynamic and features is None:

@@ -121,6 +121,42 @@ class _AllReduceWithGrad(torch.autograd.Function):
         return grad
 
 
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """`x` summed over the ranks, in place (every rank gets the same values); `x` itself with one process."""
+    if enabled():
+        dist.all_reduce(x)
+    return x
+
+
+def all_gather_uneven(x: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's (n_r, ...) rows, in rank order, where n_r may differ between ranks; [x] with one process."""
+    if not enabled():
+        return [x]
+    sizes = _gather(torch.tensor([x.shape[0]], device=x.device)).tolist()
+    most = max(sizes)
+    if most == 0:
+        return [x[:0] for _ in sizes]
+    padded = x.new_zeros((most, *x.shape[1:]))
+    padded[: x.shape[0]] = x
+    parts = _gather(padded).view(len(sizes), most, *x.shape[1:])
+    return [parts[r, :n] for r, n in enumerate(sizes)]
+
+
+def gather_uneven_to_main(x: torch.Tensor) -> list[torch.Tensor] | None:
+    """Every rank's (n_r, ...) CPU rows on rank 0 only (a list in rank order), None on the others; [x] with one
+    process. Unlike `all_gather_uneven` no other rank holds every rank's rows (a checkpoint's whole memory bank)."""
+    if not enabled():
+        return [x]
+    x = x.detach().cpu().contiguous()
+    sizes = [int(n) for n in _gather(torch.tensor([x.shape[0]]))]
+    most = max(sizes)
+    padded = x.new_zeros((max(most, 1), *x.shape[1:]))
+    padded[: x.shape[0]] = x
+    parts = [torch.empty_like(padded) for _ in sizes] if is_main() else None
+    dist.gather(padded, parts, dst=0)
+    return [part[:n] for part, n in zip(parts, sizes, strict=True)] if is_main() else None
+
+
 def other_ranks(gathered: torch.Tensor) -> torch.Tensor | None:
     """The rows of an `all_gather` result that came from the other ranks; None with one process."""
     if not enabled():

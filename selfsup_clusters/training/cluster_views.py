@@ -5,6 +5,9 @@ gallery drawn offline from the file (`selfsup-clusters clusters --run DIR`, `dra
 
 The previous clustering comes back from its file, not from memory: a resumed run compares and follows clusters
 exactly as an uninterrupted one.
+
+Every epoch, the diagnostics of the clusterings it trained with (`diagnostics`: cluster-mates per anchor, occupancy,
+NMI), the spec's or a method's own (SwAV's prototypes, `tracked_clusterings`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from selfsup_clusters.clusters import cluster_statistics
 from selfsup_clusters.clusters.archive import (
     FOLDER,
     ClusterFile,
@@ -30,7 +34,7 @@ from selfsup_clusters.core.errors import UserError
 from selfsup_clusters.training.logger import RunLogger
 
 if TYPE_CHECKING:
-    from selfsup_clusters.training.run import Run
+    from selfsup_clusters.training.run import EpochProgress, Run
 
 _told: set[str] = set()  # run folders already told that their gallery is skipped (once per run, not per epoch)
 
@@ -157,3 +161,44 @@ def clusters_command(run_dir: str, epoch: int | None, out: str | None, overrides
     print(describe(record, run_dir))
     print(f"gallery written to {out}")
     return 0
+
+
+def tracked_clusterings(run: Run, done: EpochProgress) -> list[tuple[str, torch.Tensor]]:
+    """The clusterings the epoch's diagnostics follow, as (name, ids (N,)): those the method learns from (the
+    spec's), or a method's own clusters (SwAV's prototypes) of the memory bank at the epoch's start, once every
+    sample is in it (kept in `done`, so a run resumed inside the epoch follows the same)."""
+    if run.assignments is not None:
+        return list(zip(run.cluster_source.spec.clustering_names(), run.assignments.ids, strict=True))
+    if run.method.makes_clusters and done.own_clusters is None and run.memory.all_seen():
+        if not distributed.enabled():
+            done.own_clusters = run.method.own_clusters(run.memory.features)
+        else:  # each process's shard, then every process's ids gathered into the (N,) table
+            shard = run.memory.shard()
+            index = torch.cat(distributed.all_gather_uneven(shard.index))
+            done.own_clusters = []
+            for name, ids in run.method.own_clusters(shard.rows):
+                table = torch.full((shard.total,), -1, dtype=torch.long)
+                table[index.cpu()] = torch.cat(distributed.all_gather_uneven(ids.to(shard.index.device))).cpu()
+                done.own_clusters.append((name, table))
+    return done.own_clusters or []
+
+
+def diagnostics(run: Run, mates: list[tuple[str, torch.Tensor, float]], logger: RunLogger,
+                        epoch: int) -> dict:
+    """Each tracked clustering (name, ids, mates), this epoch (to metrics.jsonl and TensorBoard's clusters/NAME/):
+    the mean number of cluster-mates an anchor had in its (global) batch - the positives clusters add beyond its
+    own views -, the occupied clusters, the largest cluster's share of the samples and NMI/AMI to the labels (NaN
+    without labels). Empty before the first clustering."""
+    rows = []
+    for name, ids, mean_mates in mates:
+        if run.assignments is None:  # a method's own clusters: new every epoch
+            stats = cluster_statistics(ids, run.data.train.labels)
+        else:  # the spec's: from update_clusters, or (resumed) computed once from the restored assignments
+            if name not in run.cluster_stats:
+                run.cluster_stats[name] = cluster_statistics(ids, run.data.train.labels)
+            stats = run.cluster_stats[name]
+        rows.append({"name": name, "mates_per_anchor": mean_mates, "occupied_clusters": stats["num_clusters"],
+                     "largest_share": stats["largest_cluster"] / len(ids), "NMI": stats["NMI"], "AMI": stats["AMI"]})
+        logger.scalars({k: v for k, v in rows[-1].items() if k != "name"}, (epoch + 1) * run.steps_per_epoch,
+                       prefix=f"clusters/{name}/")
+    return {"cluster_diagnostics": rows} if rows else {}

@@ -18,6 +18,7 @@ from selfsup_clusters.clusters import (
     Assignments,
     ClusterSource,
     KMeansOptions,
+    Shard,
     build_cluster_source,
     refuse_uninformative,
 )
@@ -25,11 +26,13 @@ from selfsup_clusters.config import Config, merge_overrides, to_dict, to_yaml, v
 from selfsup_clusters.core import distributed
 from selfsup_clusters.core.errors import DIVERGED_FILE, UserError, first_line
 from selfsup_clusters.core.files import writable_folder
+from selfsup_clusters.core.seeds import derived_seed
 from selfsup_clusters.data import ImageDataset, load_dataset
 from selfsup_clusters.data.augment import BatchAugment
 from selfsup_clusters.data.loader import Batches, make_batches
+from selfsup_clusters.evaluation.evaluate import extract_features
 from selfsup_clusters.methods.base import Method
-from selfsup_clusters.methods.memory import MemoryBank
+from selfsup_clusters.methods.memory import MemoryBank, ShardedMemoryBank
 from selfsup_clusters.methods.registry import build_method, method_class, method_options
 from selfsup_clusters.training.checkpoint import load_checkpoint, mismatch
 from selfsup_clusters.training.run_identity import check_identity, new_run_id, write_config_file
@@ -53,6 +56,11 @@ def resolve_precision(name: str, device: torch.device) -> str:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     native = device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     return "bf16" if native else "fp32"
+
+
+def epoch_generator(cfg: Config, epoch: int, device: torch.device) -> torch.Generator:
+    """The epoch's shuffling and augmentation randomness depends only on (seed, epoch): resume is exact."""
+    return torch.Generator(device=device).manual_seed(derived_seed(cfg.seed, epoch))
 
 
 def autocast(run: Run):
@@ -136,7 +144,7 @@ class Run:
     method: Method
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    memory: MemoryBank
+    memory: MemoryBank | ShardedMemoryBank
     steps_per_epoch: int
     cluster_source: ClusterSource | None = None
     assignments: Assignments | None = None
@@ -268,7 +276,8 @@ def build_run(cfg: Config, out_dir: Path, data: ImageDataset | None) -> Run:
         raise UserError(problem)
     steps_per_epoch = len(data.train) // cfg.batch_size
     optimizer, scheduler = build_optimizer(cfg, method, steps_per_epoch)
-    memory = MemoryBank(len(data.train), method.embedding_dim, device, seed=cfg.seed)
+    memory = ShardedMemoryBank(len(data.train), method.embedding_dim, steps_per_epoch, cfg.batch_size, device) \
+        if distributed.enabled() else MemoryBank(len(data.train), method.embedding_dim, device, seed=cfg.seed)
     return Run(cfg, out_dir, device, data, augment, batches, method, optimizer, scheduler, memory, steps_per_epoch,
                cluster_source, precision=resolve_precision(cfg.precision, device))
 
@@ -296,7 +305,7 @@ def restore(run: Run, checkpoint: dict) -> None:
         run.method.load_state_dict(checkpoint["model"])
         run.optimizer.load_state_dict(checkpoint["optimizer"])
         run.scheduler.load_state_dict(checkpoint["scheduler"])
-        run.memory.load_state_dict(checkpoint["memory"])
+        restore_memory(run, checkpoint)
     except (KeyError, RuntimeError, ValueError) as e:
         why = mismatch(checkpoint, to_dict(run.cfg), run.data.channels, len(run.data.class_names))
         raise UserError(f"checkpoint in {run.out_dir} does not fit this run: {why}" if why else
@@ -312,6 +321,34 @@ def restore(run: Run, checkpoint: dict) -> None:
     run.train_time_s = checkpoint.get("train_time_s", 0.0)
     if checkpoint.get("progress") is not None:  # a step checkpoint: the epoch goes on from its step
         run.resumed_progress = EpochProgress.from_state_dict(checkpoint["progress"], run.device)
+
+
+def restore_memory(run: Run, checkpoint: dict) -> None:
+    """The checkpoint's whole bank; under torchrun laid out as this rank's shard of the epoch the checkpoint
+    stopped in (a step checkpoint) or finished, on any number of processes."""
+    if not isinstance(run.memory, ShardedMemoryBank):
+        run.memory.load_state_dict(checkpoint["memory"])
+        return
+    step = checkpoint["progress"]["step"] if checkpoint.get("progress") is not None else None
+    order = torch.randperm(len(run.data.train), generator=epoch_generator(run.cfg, checkpoint["epoch"], run.device),
+                           device=run.device)  # the epoch's order, as train_epoch draws it
+    run.memory.load_state_dict(checkpoint["memory"], order, step)
+
+
+def clustering_features(run: Run) -> torch.Tensor | Shard:
+    """k-means input: the memory bank once every sample has been through a step (before that it holds random
+    vectors), else a fresh pass. Under torchrun each rank's shard: its part of the bank, or its contiguous
+    1/world_size of the training set for a fresh pass."""
+    if run.cfg.clusters.features == "memory" and run.memory.all_seen():
+        return run.memory.shard() if distributed.enabled() else run.memory.features
+    train, parts = run.data.train, distributed.world_size()
+    index = torch.arange(len(train))[distributed.rank() * len(train) // parts:
+                                     (distributed.rank() + 1) * len(train) // parts]
+    split = train.select(index) if distributed.enabled() else train
+    with autocast(run):
+        features = extract_features(run.method.embed, run.batches.eval(split, run.cfg.eval.batch_size),
+                                    modules=[run.method])
+    return Shard(features, index, len(train)) if distributed.enabled() else features
 
 
 def epochs_done(checkpoint: dict) -> int:

@@ -21,13 +21,20 @@ from selfsup_clusters.core import distributed
 from selfsup_clusters.core.errors import Interrupted
 from selfsup_clusters.core.files import hold_folder, remove_stale_temporaries
 from selfsup_clusters.core.progress import progress
-from selfsup_clusters.core.seeds import derived_seed
-from selfsup_clusters.evaluation.evaluate import extract_features
 from selfsup_clusters.training import cluster_views, provenance
 from selfsup_clusters.training.checkpoint import save_checkpoint
 from selfsup_clusters.training.divergence import check_finite, diverged
 from selfsup_clusters.training.logger import NullLogger, RunLogger
-from selfsup_clusters.training.run import EpochProgress, Run, autocast, run_folder, setup, setup_resumed
+from selfsup_clusters.training.run import (
+    EpochProgress,
+    Run,
+    autocast,
+    clustering_features,
+    epoch_generator,
+    run_folder,
+    setup,
+    setup_resumed,
+)
 from selfsup_clusters.training.run_eval import evaluate
 from selfsup_clusters.training.stopping import StopRequest
 
@@ -49,21 +56,13 @@ def update_clusters(run: Run, epoch: int, logger: RunLogger) -> list[dict]:
     """Re-cluster (k-means on the memory bank or a fresh pass; fixed sources once), hand the result to the
     method (clearing the optimizer state of any parameters it re-initialised) and log each clustering's
     statistics (fixed parts the first time, k-means parts each time they run)."""
-    features, start = None, time.perf_counter()
+    start = time.perf_counter()
     clustered, first = kmeans_due(run, epoch), run.assignments is None
-    if clustered and distributed.is_main():
-        # Until every sample has been through a step the bank holds random vectors: use a fresh pass instead.
-        if run.cfg.clusters.features == "memory" and bool(run.memory.seen.all()):
-            features = run.memory.features
-        else:
-            with autocast(run):
-                features = extract_features(run.method.embed,
-                                            run.batches.eval(run.data.train, run.cfg.eval.batch_size),
-                                            modules=[run.method])
+    features = clustering_features(run) if clustered else None
     features_seconds, start = time.perf_counter() - start, time.perf_counter()
-    # Once, on rank 0 (every rank's memory bank is the same); every rank trains with rank 0's assignments.
-    run.assignments = distributed.broadcast_object(run.cluster_source.assign(features) if distributed.is_main()
-                                                   else None)
+    # One process: FAISS on the whole bank. Under torchrun every rank clusters its shard together with the others
+    # (k-means over the shards); every rank ends with the same assignments (fixed parts: computed alike on each).
+    run.assignments = run.cluster_source.assign(features)
     seconds = time.perf_counter() - start
     if run.method.needs_cluster_spec:
         for parameter in run.method.set_clusters(run.assignments):
@@ -75,7 +74,8 @@ def update_clusters(run: Run, epoch: int, logger: RunLogger) -> list[dict]:
     rows = [{"name": name, **cluster_statistics(ids, run.data.train.labels), "seconds": seconds,
              "features_seconds": features_seconds} for name, ids in logged]
     # stability to the previous clustering, size histogram, RUN/clusters/epochNNNN.npz, the gallery (cluster_views.py)
-    for row, views in zip(rows, cluster_views.after_clustering(run, epoch, features, [n for n, _ in logged], logger),
+    whole = features if isinstance(features, torch.Tensor) else None  # a composite's distances (one process)
+    for row, views in zip(rows, cluster_views.after_clustering(run, epoch, whole, [n for n, _ in logged], logger),
                           strict=True):
         row.update(views)
     run.cluster_stats.update({row["name"]: row for row in rows})
@@ -92,11 +92,6 @@ def forget_momentum(optimizer: torch.optim.Optimizer, parameter: torch.nn.Parame
         optimizer.state[parameter] = {"momentum_buffer": torch.zeros_like(parameter)}
 
 
-def epoch_generator(cfg: Config, epoch: int, device: torch.device) -> torch.Generator:
-    """The epoch's shuffling and augmentation randomness depends only on (seed, epoch): resume is exact."""
-    return torch.Generator(device=device).manual_seed(derived_seed(cfg.seed, epoch))
-
-
 def train_epoch(run: Run, epoch: int, logger: RunLogger, done: EpochProgress | None = None,
                 stop: StopRequest | None = None) -> dict:
     """The epoch's steps from `done.step` on (a fresh epoch without `done`), adding to `done`; at a step boundary
@@ -109,7 +104,9 @@ def train_epoch(run: Run, epoch: int, logger: RunLogger, done: EpochProgress | N
             forget_momentum(run.optimizer, parameter)
     generator = epoch_generator(cfg, epoch, run.device)
     order = torch.randperm(len(train), generator=generator, device=run.device)
-    tracked = tracked_clusterings(run, done)
+    if done.step == 0:
+        run.memory.begin_epoch(order)  # under torchrun: the samples this epoch does not train keep their rows
+    tracked = cluster_views.tracked_clusterings(run, done)
     clusterings = [ids.to(run.device) for _, ids in tracked]
     if done.loss_sum is None:
         done.loss_sum = torch.zeros((), device=run.device)
@@ -154,8 +151,8 @@ def train_step(run: Run, views: list[torch.Tensor], index: torch.Tensor, labels:
     run.method.after_backward()
     run.optimizer.step()
     run.scheduler.step()
-    samples = distributed.all_gather(index)
-    run.memory.update(samples, distributed.all_gather(out["z"]))  # all ranks' samples
+    samples = distributed.all_gather(index)  # the global batch's samples (cluster-mates diagnostics)
+    run.memory.update(index, out["z"])  # this rank's samples: under torchrun each rank keeps its shard
     run.method.after_step()
     return out, samples
 
@@ -193,9 +190,10 @@ def save_step(run: Run, epoch: int, done: EpochProgress, start: float) -> None:
     now = time.perf_counter()
     every_rank = distributed.all_gather(done.loss_sum.view(1))  # each rank sums its own slices' losses
     check_finite(run, epoch, done.step, float(every_rank.mean()) / max(1, done.step))
+    memory = run.memory.state_dict()  # every rank's shard, gathered to rank 0
     if distributed.is_main():
         snapshot = dataclasses.replace(done, seconds=done.seconds + now - start, loss_sum=every_rank)
-        state = checkpoint_state(run, epoch, run.train_time_s + now - run.started)
+        state = checkpoint_state(run, epoch, run.train_time_s + now - run.started, memory)
         save_checkpoint({**state, "progress": snapshot.state_dict()}, run.out_dir / "checkpoints" / "last.pt")
     distributed.barrier()
 
@@ -218,7 +216,7 @@ def evaluate_epoch(run: Run, epoch: int, logger: RunLogger) -> dict:
     return {**results, "eval_time_s": time.perf_counter() - start}
 
 
-def checkpoint_state(run: Run, epoch: int, train_time_s: float) -> dict:
+def checkpoint_state(run: Run, epoch: int, train_time_s: float, memory: dict) -> dict:
     return {
         "epoch": epoch,
         "train_time_s": train_time_s,
@@ -226,7 +224,7 @@ def checkpoint_state(run: Run, epoch: int, train_time_s: float) -> dict:
         "model": run.method.state_dict(),
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
-        "memory": run.memory.state_dict(),
+        "memory": memory,  # the bank's state_dict (under torchrun every rank's shard, gathered beforehand)
         "assignments": run.assignments.state_dict() if run.assignments is not None else None,
         "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
         "run_id": run.run_id,  # resume refuses a checkpoint of another run (run_identity.check_identity)
@@ -313,14 +311,15 @@ def train_epochs(run: Run, logger: RunLogger, stop: StopRequest | None = None) -
             done = EpochProgress(clusters=update_clusters(run, epoch, logger) if clustering_due(run, epoch) else [])
         record = {"epoch": epoch, **train_epoch(run, epoch, logger, done, stop)}
         record.update({"clusters": done.clusters} if done.clusters else {},
-                      **cluster_diagnostics(run, record.pop("cluster_mates"), logger, epoch))
+                      **cluster_views.diagnostics(run, record.pop("cluster_mates"), logger, epoch))
         if scorable and distributed.is_main():
             record.update(evaluate_epoch(run, epoch, logger))
         # Log first, then checkpoint: resume drops logged epochs the checkpoint does not cover.
         logger.epoch(record, step=(epoch + 1) * run.steps_per_epoch)
         train_time_s = run.train_time_s + time.perf_counter() - run.started
+        memory = run.memory.state_dict()  # under torchrun: every rank's shard, gathered to rank 0
         if distributed.is_main():
-            save_epoch(run, epoch, train_time_s)
+            save_epoch(run, epoch, train_time_s, memory)
             print(_epoch_line(record, cfg.epochs), flush=True)
         distributed.barrier()  # every rank leaves the epoch with its checkpoint written
         if stop is not None and epoch + 1 < cfg.epochs and stop.agreed(run.device):
@@ -341,41 +340,9 @@ def train_epochs(run: Run, logger: RunLogger, stop: StopRequest | None = None) -
     return final
 
 
-def tracked_clusterings(run: Run, done: EpochProgress) -> list[tuple[str, torch.Tensor]]:
-    """The clusterings the epoch's diagnostics follow, as (name, ids (N,)): those the method learns from (the
-    spec's), or a method's own clusters (SwAV's prototypes) of the memory bank at the epoch's start, once every
-    sample is in it (kept in `done`, so a run resumed inside the epoch follows the same)."""
-    if run.assignments is not None:
-        return list(zip(run.cluster_source.spec.clustering_names(), run.assignments.ids, strict=True))
-    if run.method.makes_clusters and done.own_clusters is None and bool(run.memory.seen.all()):
-        done.own_clusters = run.method.own_clusters(run.memory.features)
-    return done.own_clusters or []
-
-
-def cluster_diagnostics(run: Run, mates: list[tuple[str, torch.Tensor, float]], logger: RunLogger,
-                        epoch: int) -> dict:
-    """Each tracked clustering (name, ids, mates), this epoch (to metrics.jsonl and TensorBoard's clusters/NAME/):
-    the mean number of cluster-mates an anchor had in its (global) batch - the positives clusters add beyond its
-    own views -, the occupied clusters, the largest cluster's share of the samples and NMI/AMI to the labels (NaN
-    without labels). Empty before the first clustering."""
-    rows = []
-    for name, ids, mean_mates in mates:
-        if run.assignments is None:  # a method's own clusters: new every epoch
-            stats = cluster_statistics(ids, run.data.train.labels)
-        else:  # the spec's: from update_clusters, or (resumed) computed once from the restored assignments
-            if name not in run.cluster_stats:
-                run.cluster_stats[name] = cluster_statistics(ids, run.data.train.labels)
-            stats = run.cluster_stats[name]
-        rows.append({"name": name, "mates_per_anchor": mean_mates, "occupied_clusters": stats["num_clusters"],
-                     "largest_share": stats["largest_cluster"] / len(ids), "NMI": stats["NMI"], "AMI": stats["AMI"]})
-        logger.scalars({k: v for k, v in rows[-1].items() if k != "name"}, (epoch + 1) * run.steps_per_epoch,
-                       prefix=f"clusters/{name}/")
-    return {"cluster_diagnostics": rows} if rows else {}
-
-
-def save_epoch(run: Run, epoch: int, train_time_s: float) -> None:
+def save_epoch(run: Run, epoch: int, train_time_s: float, memory: dict) -> None:
     """checkpoints/last.pt after every epoch, and epochNNNN.pt every `log.save_every` epochs."""
-    state = checkpoint_state(run, epoch, train_time_s)
+    state = checkpoint_state(run, epoch, train_time_s, memory)
     save_checkpoint(state, run.out_dir / "checkpoints" / "last.pt")
     if run.cfg.log.save_every and (epoch + 1) % run.cfg.log.save_every == 0:
         save_checkpoint(state, run.out_dir / "checkpoints" / f"epoch{epoch + 1:04d}.pt")
