@@ -106,7 +106,7 @@ def test_weighted_mean_needs_a_weight_per_loss():
 
 def test_pcl_takes_kmeans_parts_only():
     cfg = load_config(overrides=[*TINY, "method=pcl", "clusters.spec=kmeans:300+wordnet:7"])
-    with pytest.raises(Exception, match="k-means prototypes only, and 'wordnet:7' is not k-means"):
+    with pytest.raises(Exception, match="k-means centroids only, and 'wordnet:7' is not k-means"):
         build_method(cfg, 1, num_clusters=[300, 3])
     ok = load_config(overrides=[*TINY, "method=pcl", "clusters.spec=kmeans:300+kmeans:400@0.5"])
     assert build_method(ok, 1, num_clusters=[300, 400]).cluster_weights == [1.0, 0.5]
