@@ -190,3 +190,11 @@ def test_swav_trains_with_and_without_a_frozen_first_epoch(tmp_path, freeze):
                                          f"method_args.freeze_prototypes_epochs={freeze}", f"out={tmp_path / 'run'}"]))
     last = metrics(tmp_path / "run")[-1]  # its own clusters' diagnostics, once the bank holds every sample
     assert final["loss"] > 0 and last["cluster_diagnostics"][0]["name"] == "prototypes:16"
+
+
+def test_swav_own_clusters_are_each_rows_nearest_prototype_across_blocks():
+    method = tiny_method("method=swav", "method_args.num_prototypes=16")
+    bank = unit(70_000, 32, seed=5)  # past one block of 65,536 rows
+    [(name, ids)] = method.own_clusters(bank)
+    weight = F.normalize(method.prototypes.weight.detach(), dim=1)
+    assert name == "prototypes:16" and torch.equal(ids, (bank @ weight.T).argmax(dim=1))

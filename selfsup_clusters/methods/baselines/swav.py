@@ -146,6 +146,8 @@ class SwAV(Method):
 
     @torch.no_grad()
     def own_clusters(self, bank: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
-        """Each bank row's nearest prototype."""
+        """Each bank row's nearest prototype (in blocks of rows: an N x K score matrix at N=10^6, K=3000 would be
+        12 GB)."""
         weight = F.normalize(self.prototypes.weight.detach().float(), dim=1)
-        return [(f"prototypes:{weight.shape[0]}", (bank.float() @ weight.T).argmax(dim=1).cpu())]
+        ids = [(rows.float() @ weight.T).argmax(dim=1).cpu() for rows in bank.split(65536)]
+        return [(f"prototypes:{weight.shape[0]}", torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long))]
