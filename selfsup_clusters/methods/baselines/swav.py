@@ -54,13 +54,6 @@ class SwAVOptions(ContrastiveOptions):
         return super().check()
 
 
-def sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
-    """x summed over the processes, in place (itself without torchrun)."""
-    if distributed.enabled():
-        torch.distributed.all_reduce(x)
-    return x
-
-
 class SwAV(Method):
     name = "swav"
     Options = SwAVOptions
@@ -142,7 +135,7 @@ class SwAV(Method):
             own = rows[:, distributed.rank()].flatten(0, 1)  # the rows this process's slices wrote
             scores = torch.cat([own @ self.prototypes.weight.detach().T, scores])
         return sinkhorn(scores, self.args.epsilon, self.args.sinkhorn_iterations, distributed.world_size(),
-                        sum_over_ranks)[-batch:]
+                        distributed.all_reduce_sum)[-batch:]
 
     @torch.no_grad()
     def own_clusters(self, bank: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
